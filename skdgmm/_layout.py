@@ -1,0 +1,116 @@
+"""One place that converts between user arrays and network tensors.
+
+Users pass tabular data ``(n_samples, n_features)`` or stacks of images
+``(n_images, *spatial[, n_channels])``; networks want ``(N, C, *spatial)``.
+Tabular data becomes a single "image" that is a line of ``n_samples`` pixels,
+so that every code path below works on one layout.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a user array maps onto ``(N, C, *spatial)``.
+
+    Attributes
+    ----------
+    spatial_dims : int
+        Number of spatial axes; 0 for tabular data.
+    channel_axis : bool
+        Whether the user array has a trailing channel axis.
+    """
+
+    spatial_dims: int
+    channel_axis: bool
+
+    @property
+    def tabular(self):
+        return self.spatial_dims == 0
+
+    @property
+    def network_dims(self):
+        """Spatial axes of the network's tensors (a line for tabular data)."""
+        return self.spatial_dims or 1
+
+    def pixel_shape(self, X_shape):
+        """Shape of label maps (and masks) for a user array of this shape."""
+        return X_shape[:1] if self.tabular else X_shape[: 1 + self.spatial_dims]
+
+    def n_channels(self, X_shape):
+        return X_shape[-1] if self.channel_axis else 1
+
+
+def layout_for(ndim, spatial_dims):
+    """The layout of a user array with ``ndim`` axes, or a ValueError."""
+    if ndim == 2:
+        return Layout(0, True)
+    if ndim == 1 + spatial_dims:
+        return Layout(spatial_dims, False)
+    if ndim == 2 + spatial_dims:
+        return Layout(spatial_dims, True)
+    expected = {
+        2: "(n_images, height, width) or (n_images, height, width, n_channels)",
+        3: "(n_images, depth, height, width) or "
+        "(n_images, depth, height, width, n_channels)",
+    }[spatial_dims]
+    raise ValueError(
+        f"Expected a 2-D array (n_samples, n_features) or, with "
+        f"spatial_dims={spatial_dims}, an image stack {expected}; got an array "
+        f"with {ndim} dimensions."
+    )
+
+
+def channels_first(X, layout):
+    """View a validated user array as ``(N, C, *spatial)``."""
+    if layout.tabular:
+        return X.T[np.newaxis]
+    if layout.channel_axis:
+        return np.moveaxis(X, -1, 1)
+    return X[:, np.newaxis]
+
+
+def mask_channels_first(mask, layout):
+    """View a pixel mask as ``(N, *spatial)`` to match :func:`channels_first`."""
+    return mask[np.newaxis] if layout.tabular else mask
+
+
+def channels_last(Y, layout):
+    """Inverse of :func:`channels_first` for outputs ``(N, K, *spatial)``.
+
+    Returns an array of shape ``pixel_shape + (K,)``.
+    """
+    Y = np.moveaxis(Y, 1, -1)
+    return Y[0] if layout.tabular else Y
+
+
+def check_mask(mask, pixel_shape):
+    """Validate a user mask and return it as a boolean array (or None).
+
+    Raises
+    ------
+    TypeError
+        If the mask is not boolean (or integer zeros and ones).
+    ValueError
+        If its shape is not ``pixel_shape``.
+    """
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.dtype != bool:
+        if not (
+            np.issubdtype(mask.dtype, np.integer) and np.isin(mask, (0, 1)).all()
+        ):
+            raise TypeError(
+                f"mask must be a boolean array (True inside the region of "
+                f"interest); got dtype {mask.dtype}."
+            )
+        mask = mask.astype(bool)
+    if mask.shape != tuple(pixel_shape):
+        raise ValueError(
+            f"mask must have shape {tuple(pixel_shape)} (one value per pixel "
+            f"of X); got shape {mask.shape}."
+        )
+    return mask

@@ -1,0 +1,192 @@
+"""Networks mapping pixels to mixture responsibilities (as logits).
+
+A :class:`MixtureNetwork` adds two terms:
+
+* a :class:`GaussianHead`, the per-pixel log-posterior of a Gaussian mixture
+  with learnable parameters, initialised to the initial mixture, so that the
+  network starts exactly from the initial responsibilities;
+* a backbone whose last layer starts at zero: a :class:`PixelNet` (1x1
+  convolutions) for tabular data, where samples are independent, or a 2-D or
+  3-D :class:`UNet` with InstanceNorm and LeakyReLU, as in the paper, which
+  gives the responsibilities their spatial coherence.
+
+Weights are drawn from a local :class:`torch.Generator`, never from the global
+random number generator.
+"""
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_CONV_TRANSPOSE = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+_INSTANCE_NORM = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
+_MAX_POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
+
+
+class GaussianHead(nn.Module):
+    """Per-pixel Gaussian mixture log-posterior (up to a constant per pixel).
+
+    ``logits[k] = -||(x - m_k) L_k||^2 / 2 + b_k`` with learnable ``m``, ``L``
+    (full matrices whatever the covariance type) and ``b``.
+    """
+
+    def __init__(self, means, precisions_chol, biases):
+        super().__init__()
+        self.means = nn.Parameter(means)
+        self.precisions_chol = nn.Parameter(precisions_chol)
+        self.biases = nn.Parameter(biases)
+
+    def forward(self, x):
+        pixels = x.flatten(2).mT  # (B, P, F)
+        y = torch.einsum("bpf,kfg->bpkg", pixels, self.precisions_chol)
+        y = y - torch.einsum("kf,kfg->kg", self.means, self.precisions_chol)
+        logits = self.biases - 0.5 * y.square().sum(-1)
+        return logits.mT.reshape(x.shape[:1] + (-1,) + x.shape[2:])
+
+
+class MixtureNetwork(nn.Module):
+    """``head(x) + backbone(x)``: the logits of the responsibilities."""
+
+    def __init__(self, head, backbone):
+        super().__init__()
+        self.head = head
+        self.backbone = backbone
+
+    def forward(self, x):
+        return self.head(x) + self.backbone(x)
+
+
+class PixelNet(nn.Module):
+    """Per-pixel network: a multilayer perceptron made of 1x1 convolutions."""
+
+    def __init__(self, in_channels, out_channels, width, spatial_dims):
+        super().__init__()
+        conv = _CONV[spatial_dims]
+        self.layers = nn.Sequential(
+            conv(in_channels, width, 1),
+            nn.LeakyReLU(),
+            conv(width, width, 1),
+            nn.LeakyReLU(),
+            conv(width, out_channels, 1),
+        )
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def _conv_block(in_channels, out_channels, spatial_dims):
+    conv, norm = _CONV[spatial_dims], _INSTANCE_NORM[spatial_dims]
+    return nn.Sequential(
+        conv(in_channels, out_channels, 3, padding=1),
+        norm(out_channels, affine=True),
+        nn.LeakyReLU(),
+        conv(out_channels, out_channels, 3, padding=1),
+        norm(out_channels, affine=True),
+        nn.LeakyReLU(),
+    )
+
+
+class UNet(nn.Module):
+    """U-Net with ``depth`` down-sampling steps; any input size is accepted.
+
+    Inputs are padded (edge values repeated) to a multiple of ``2**depth`` and
+    the output is cropped back, so odd sizes work.
+    """
+
+    def __init__(self, in_channels, out_channels, width, depth, spatial_dims):
+        super().__init__()
+        self.depth = depth
+        widths = [width * 2**level for level in range(depth + 1)]
+        self.encoders = nn.ModuleList(
+            _conv_block(c_in, c_out, spatial_dims)
+            for c_in, c_out in zip([in_channels, *widths[:-1]], widths)
+        )
+        self.pool = _MAX_POOL[spatial_dims](2)
+        self.upsamplers = nn.ModuleList(
+            _CONV_TRANSPOSE[spatial_dims](c, c // 2, 2, stride=2)
+            for c in reversed(widths[1:])
+        )
+        self.decoders = nn.ModuleList(
+            _conv_block(c, c // 2, spatial_dims) for c in reversed(widths[1:])
+        )
+        self.head = _CONV[spatial_dims](width, out_channels, 1)
+
+    def forward(self, x):
+        size = x.shape[2:]
+        x = F.pad(x, _padding(size, self.depth), mode="replicate")
+        skips = []
+        for level, encoder in enumerate(self.encoders):
+            if level:
+                x = self.pool(x)
+            x = encoder(x)
+            skips.append(x)
+        for upsample, decoder, skip in zip(
+            self.upsamplers, self.decoders, reversed(skips[:-1])
+        ):
+            x = decoder(torch.cat([upsample(x), skip], dim=1))
+        x = self.head(x)
+        return x[(..., *(slice(0, s) for s in size))]
+
+
+def _padding(size, depth):
+    """Padding (last axis first, as F.pad wants) up to a multiple of 2**depth.
+
+    The coarsest level keeps at least two pixels per axis, the least that
+    InstanceNorm can normalise.
+    """
+    step = 2**depth
+    pad = []
+    for s in reversed(size):
+        target = max(math.ceil(s / step) * step, 2 * step)
+        pad += [0, target - s]
+    return pad
+
+
+def unet_depth(spatial_shape, max_depth):
+    """Deepest U-Net whose coarsest level still has >= 4 pixels per axis."""
+    smallest = min(spatial_shape)
+    return max(0, min(max_depth, int(math.log2(max(smallest, 1))) - 2))
+
+
+def build_network(head, *, kind, width, depth, spatial_dims, generator):
+    """A :class:`MixtureNetwork` whose backbone is drawn from ``generator``.
+
+    Parameters
+    ----------
+    head : GaussianHead
+        The initial mixture; the network's first output is its posterior.
+    kind : {"pixel", "unet"}
+    width : int
+        Channels of the first level (doubled at each level of a U-Net).
+    depth : int
+        Down-sampling steps of a U-Net (ignored for ``"pixel"``).
+    spatial_dims : {1, 2, 3}
+        Spatial axes of the input (1 for tabular data laid out as a line).
+    generator : torch.Generator
+        The only source of randomness.
+    """
+    n_components, in_channels = head.means.shape
+    # the meta device skips PyTorch's default initialisation, which would
+    # draw from (and advance) the global random number generator
+    with torch.device("meta"):
+        if kind == "pixel":
+            backbone = PixelNet(in_channels, n_components, width, spatial_dims)
+        else:
+            backbone = UNet(in_channels, n_components, width, depth, spatial_dims)
+    backbone = backbone.to_empty(device=head.means.device).to(head.means.dtype)
+    for module in backbone.modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
+            bound = 1 / math.sqrt(fan_in)
+            nn.init.uniform_(module.bias, -bound, bound, generator=generator)
+        elif isinstance(module, nn.modules.instancenorm._InstanceNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    last = backbone.layers[-1] if kind == "pixel" else backbone.head
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return MixtureNetwork(head, backbone)

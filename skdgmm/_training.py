@@ -1,0 +1,203 @@
+"""The optimisation of a network on the mixture likelihood.
+
+Losses are functions of ``(logits, batch)``; :func:`optimize` runs AdamW over
+shuffled mini-batches until the epoch loss changes by less than ``tol``.
+"""
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ._gaussian import (
+    compute_precision_cholesky,
+    estimate_gaussian_parameters,
+    estimate_log_gaussian_prob,
+)
+
+
+@dataclass
+class Batch:
+    """Tensors of a mini-batch of images, channels first.
+
+    ``x_net`` is the network input, ``x_lik`` the pixels in the units where the
+    likelihood is computed, ``mask`` (float, 0 or 1) the pixels that count.
+    """
+
+    x_net: torch.Tensor
+    x_lik: torch.Tensor
+    mask: torch.Tensor
+
+    def __len__(self):
+        return len(self.x_net)
+
+    def pixels(self, tensor):
+        """``(B, C, *spatial)`` -> ``(B, P, C)``."""
+        return tensor.flatten(2).mT
+
+
+@dataclass
+class Scaling:
+    """Affine maps from input units to the network's and the likelihood's.
+
+    The likelihood uses one scale for all channels so that every covariance
+    type (spherical included) maps back to input units exactly.
+    """
+
+    center: np.ndarray
+    scale: float
+    channel_scale: np.ndarray
+
+    @classmethod
+    def from_pixels(cls, pixels):
+        center = pixels.mean(0)
+        spread = pixels.std(0)
+        channel_scale = np.where(spread > 0, spread, 1.0)
+        scale = float(np.sqrt(np.mean(spread**2))) or 1.0
+        return cls(center, scale, channel_scale)
+
+
+class ImageBatches:
+    """Mini-batches of a channels-first stack, converted to tensors lazily.
+
+    The stack may be a memory-mapped array: only one batch at a time is read.
+    A stack that fits in one batch is converted once and kept on the device.
+    """
+
+    def __init__(self, X, mask, scaling, *, batch_size, device, dtype):
+        self.X, self.mask = X, mask
+        self.batch_size, self.device, self.dtype = batch_size, device, dtype
+        shape = (1, -1) + (1,) * (X.ndim - 2)
+        self._center = self._tensor(scaling.center).reshape(shape)
+        self._net_scale = self._tensor(scaling.channel_scale).reshape(shape)
+        self._lik_scale = scaling.scale
+        self._whole = self._make(np.arange(len(X))) if len(X) <= batch_size else None
+
+    def _tensor(self, array):
+        return torch.tensor(np.asarray(array), dtype=self.dtype, device=self.device)
+
+    def _make(self, index):
+        x = self._tensor(self.X[index]) - self._center
+        if self.mask is None:
+            mask = torch.ones_like(x[:, 0])
+        else:
+            mask = self._tensor(self.mask[index])
+        return Batch(x / self._net_scale, x / self._lik_scale, mask)
+
+    def __len__(self):
+        return len(self.X)
+
+    def ordered(self):
+        """All batches in order (for inference)."""
+        if self._whole is not None:
+            yield self._whole
+            return
+        for start in range(0, len(self.X), self.batch_size):
+            yield self._make(np.arange(start, min(start + self.batch_size, len(self.X))))
+
+    def shuffled(self, generator):
+        """All batches in an order drawn from ``generator`` (for training)."""
+        if self._whole is not None:
+            yield self._whole
+            return
+        order = torch.randperm(len(self.X), generator=generator).numpy()
+        for start in range(0, len(order), self.batch_size):
+            yield self._make(np.sort(order[start : start + self.batch_size]))
+
+
+def mixture_log_likelihood(
+    logits, batch, *, covariance_type, reg_covar, spatially_variant
+):
+    """Per-image mean log-likelihood of the masked pixels under the M-step.
+
+    The Gaussians are the closed-form M-step of the network's responsibilities
+    on each image, so the likelihood is differentiable in the network.
+
+    Returns
+    -------
+    log_likelihood : torch.Tensor of shape (B,)
+    means : torch.Tensor of shape (B, K, F)
+    """
+    log_w = batch.pixels(logits.log_softmax(1))  # (B, P, K)
+    X = batch.pixels(batch.x_lik)
+    mask = batch.mask.flatten(1)  # (B, P)
+    nk, means, covariances = estimate_gaussian_parameters(
+        X, log_w.exp() * mask.unsqueeze(-1), reg_covar, covariance_type
+    )
+    log_prob = estimate_log_gaussian_prob(
+        X, means, compute_precision_cholesky(covariances, covariance_type), covariance_type
+    )
+    if spatially_variant:
+        log_mix = log_w
+    else:
+        log_mix = (nk / nk.sum(-1, keepdim=True)).log().unsqueeze(1)
+    log_likelihood = torch.logsumexp(log_prob + log_mix, -1)
+    return (log_likelihood * mask).sum(-1) / mask.sum(-1), means
+
+
+@dataclass
+class History:
+    """What one run of :func:`optimize` went through."""
+
+    losses: list = field(default_factory=list)
+    log_likelihoods: list = field(default_factory=list)
+    converged: bool = False
+    interrupted: bool = False
+
+    @property
+    def n_iter(self):
+        return len(self.losses)
+
+
+def optimize(
+    network,
+    loss_fn,
+    batches,
+    *,
+    learning_rate,
+    max_iter,
+    tol,
+    generator,
+    on_iter=None,
+):
+    """Minimise ``loss_fn`` with AdamW, one epoch over ``batches`` per iteration.
+
+    ``loss_fn(network, batch)`` returns ``(loss, log_likelihood)`` (scalars).
+    Stops when the epoch loss changes by less than ``tol``, after ``max_iter``
+    epochs, or on KeyboardInterrupt, which keeps the network as it is and
+    warns.
+    """
+    optimizer = torch.optim.AdamW(network.parameters(), lr=learning_rate)
+    history = History()
+    network.train()
+    try:
+        for n_iter in range(1, max_iter + 1):
+            loss_sum = ll_sum = 0.0
+            for batch in batches.shuffled(generator):
+                optimizer.zero_grad()
+                loss, log_likelihood = loss_fn(network, batch)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item() * len(batch)
+                ll_sum += float(log_likelihood) * len(batch)
+            previous = history.losses[-1] if history.losses else math.inf
+            history.losses.append(loss_sum / len(batches))
+            history.log_likelihoods.append(ll_sum / len(batches))
+            change = previous - history.losses[-1]
+            if on_iter is not None:
+                on_iter(n_iter, change)
+            if abs(change) < tol:
+                history.converged = True
+                break
+    except KeyboardInterrupt:
+        history.interrupted = True
+        warnings.warn(
+            "Training was interrupted; the estimator keeps the network as it "
+            "was at the interruption.",
+            UserWarning,
+        )
+    finally:
+        network.eval()
+    return history

@@ -1,0 +1,854 @@
+"""Deep Gaussian mixture model (Schwab, Mayr & Haltmeier, arXiv 2404.12252)."""
+
+import copy
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.base import BaseEstimator, DensityMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+from sklearn.utils import check_array, check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._gaussian import (
+    compute_precision_cholesky,
+    estimate_gaussian_parameters,
+    estimate_log_gaussian_prob,
+    precisions_from_cholesky,
+)
+from ._layout import channels_first, channels_last, check_mask, layout_for, mask_channels_first
+from ._networks import GaussianHead, build_network, unet_depth
+from ._training import (
+    ImageBatches,
+    Scaling,
+    mixture_log_likelihood,
+    optimize,
+)
+
+
+def _resolve_device(device):
+    """``"auto"`` -> cuda, then mps, then cpu; anything else as torch reads it."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _gaussian_head(mixture, scaling, dtype):
+    """The GaussianHead whose posterior on network inputs is ``mixture``'s.
+
+    ``mixture`` is fitted in the likelihood's units; network inputs differ
+    from those by a per-channel factor, folded into the head's parameters.
+    """
+    n_components, n_features = mixture.means_.shape
+    eye = np.eye(n_features)
+    chol = mixture.precisions_cholesky_
+    chol = {
+        "full": lambda: chol,
+        "tied": lambda: np.broadcast_to(chol, (n_components, n_features, n_features)),
+        "diag": lambda: eye * chol[:, np.newaxis, :],
+        "spherical": lambda: eye * chol[:, np.newaxis, np.newaxis],
+    }[mixture.covariance_type]()
+    ratio = scaling.channel_scale / scaling.scale
+    log_det = np.log(np.abs(np.diagonal(chol, axis1=1, axis2=2))).sum(-1)
+    return GaussianHead(
+        *(
+            torch.as_tensor(a, dtype=dtype)
+            for a in (
+                mixture.means_ / ratio,
+                ratio[:, np.newaxis] * chol,
+                np.log(mixture.weights_) + log_det,
+            )
+        )
+    )
+
+
+def _precision_shape(covariance_type, n_components, n_features):
+    return {
+        "full": (n_components, n_features, n_features),
+        "tied": (n_features, n_features),
+        "diag": (n_components, n_features),
+        "spherical": (n_components,),
+    }[covariance_type]
+
+
+class DeepGaussianMixture(DensityMixin, BaseEstimator):
+    """Deep Gaussian mixture model for unsupervised image segmentation.
+
+    A convolutional network maps each image to per-pixel responsibilities
+    ``w[x, k]`` (a softmax over components). The Gaussian parameters are the
+    closed-form M-step of these responsibilities on each image, and the network
+    is trained by gradient steps on the mixture's negative log-likelihood of
+    the pixels: the E-step of EM becomes a gradient step on the network. Labels
+    are ``argmax_k w[x, k]``; a trained network labels new images in one
+    forward pass.
+
+    Every parameter of :class:`sklearn.mixture.GaussianMixture` is accepted
+    with the same name, default and meaning. On tabular data the network looks
+    at each sample alone, so the model is a Gaussian mixture fitted by
+    gradient descent; on image stacks it is a U-Net.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        The number of mixture components (segmentation classes).
+
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+        Type of covariance parameters, as in GaussianMixture.
+
+    tol : float, default=1e-3
+        Training stops when the loss (mean negative log-likelihood per pixel)
+        changes by less than ``tol`` from one iteration to the next.
+
+    reg_covar : float, default=1e-6
+        Non-negative regularization added to the diagonal of covariances, in
+        the units of the input.
+
+    max_iter : int, default=100
+        Maximum number of training iterations (passes over the training set).
+
+    n_init : int, default=1
+        Number of initializations; the one with the lowest final loss is kept.
+
+    init_params : {"kmeans", "k-means++", "random", "random_from_data"}, \
+            default="kmeans"
+        How the initial responsibilities are computed, as in GaussianMixture.
+        The network is first trained to reproduce them.
+
+    weights_init : array-like of shape (n_components,), default=None
+        Initial weights, as in GaussianMixture.
+
+    means_init : array-like of shape (n_components, n_features), default=None
+        Initial means, as in GaussianMixture. Also the target of
+        ``mean_regularization``.
+
+    precisions_init : array-like, default=None
+        Initial precisions, shaped as in GaussianMixture.
+
+    random_state : int, RandomState instance or None, default=None
+        Controls the initialization, the network's weights and the order of
+        mini-batches. An int gives identical results on CPU from call to call.
+
+    warm_start : bool, default=False
+        If True, ``fit`` continues training the fitted network (``n_init`` is
+        then ignored).
+
+    verbose : int, default=0
+        Print progress: 1 for the initializations, 2 also for iterations.
+
+    verbose_interval : int, default=10
+        Number of iterations between two progress messages.
+
+    spatially_variant : bool, default=False
+        If True, use the network's responsibilities as pixel-wise mixing
+        weights in the likelihood (deepSVG, the spatially variant mixture);
+        otherwise one weight per component and image (deepG).
+
+    spatial_dims : {2, 3}, default=2
+        Spatial dimensions of image stacks: 2 for ``(n, H, W[, C])``, 3 for
+        volumes ``(n, D, H, W[, C])``. Ignored for 2-D (tabular) input.
+
+    network_width : int, default=16
+        Channels of the first layer of the network (doubled at each level of
+        the U-Net).
+
+    network_depth : int, default=3
+        Maximum number of down-sampling steps of the U-Net; reduced for small
+        images.
+
+    learning_rate : float, default=1e-3
+        Learning rate of the AdamW optimizer.
+
+    batch_size : int, default=8
+        Images per mini-batch; tabular data is always one batch.
+
+    init_iter : int, default=100
+        EM iterations of the initial Gaussian mixture (started as
+        ``init_params`` says). The network starts from its responsibilities.
+
+    mean_regularization : float, default=0.0
+        Weight of the penalty ``sum_k ||m_k - mean_batch(mu_k)||^2`` (in units
+        of the input's spread) pulling the per-image means towards ``m``: the
+        ``means_init`` when given, otherwise the initial means. It keeps the
+        class order the same across images.
+
+    device : str or torch.device, default="auto"
+        Where to train: "auto" picks CUDA, then MPS, then the CPU.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+        Weight of each component over the training pixels.
+
+    means_ : ndarray of shape (n_components, n_features)
+        Mean of each component, in the units of the input.
+
+    covariances_ : ndarray
+        Covariance of each component, shaped as in GaussianMixture.
+
+    precisions_ : ndarray
+        Inverses of the covariances.
+
+    precisions_cholesky_ : ndarray
+        Cholesky factors of the precisions.
+
+    converged_ : bool
+        True when training of the best initialization stopped on ``tol``.
+
+    n_iter_ : int
+        Training iterations of the best initialization.
+
+    lower_bound_ : float
+        Mean log-likelihood per training pixel at the last iteration of the
+        best initialization (under the per-image M-step).
+
+    lower_bounds_ : list of float
+        ``lower_bound_`` at each iteration.
+
+    loss_curve_ : list of float
+        The training loss at each iteration.
+
+    network_ : torch.nn.Module
+        The trained network, on the CPU.
+
+    device_ : torch.device
+        The device used for training.
+
+    n_features_in_ : int
+        Number of features (image channels).
+
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, for tabular input with string
+        column names.
+
+    See Also
+    --------
+    sklearn.mixture.GaussianMixture : The pixel-wise model fitted by EM.
+
+    References
+    ----------
+    M. Schwab, A. Mayr and M. Haltmeier, "Deep Gaussian mixture model for
+    unsupervised image segmentation", arXiv:2404.12252, 2024.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdgmm import DeepGaussianMixture
+    >>> rng = np.random.RandomState(0)
+    >>> images = np.zeros((2, 32, 32))
+    >>> images[:, 8:24, 8:24] = 1.0
+    >>> images += 0.1 * rng.standard_normal(images.shape)
+    >>> dgmm = DeepGaussianMixture(2, max_iter=10, random_state=0, device="cpu")
+    >>> labels = dgmm.fit_predict(images)
+    >>> labels.shape
+    (2, 32, 32)
+    >>> np.round(np.sort(dgmm.means_.ravel()), 1)
+    array([0., 1.])
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
+        "tol": [Interval(Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "init_params": [
+            StrOptions({"kmeans", "random", "random_from_data", "k-means++"})
+        ],
+        "weights_init": ["array-like", None],
+        "means_init": ["array-like", None],
+        "precisions_init": ["array-like", None],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+        "spatially_variant": ["boolean"],
+        "spatial_dims": [Interval(Integral, 2, 3, closed="both")],
+        "network_width": [Interval(Integral, 1, None, closed="left")],
+        "network_depth": [Interval(Integral, 0, None, closed="left")],
+        "learning_rate": [Interval(Real, 0.0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "init_iter": [Interval(Integral, 0, None, closed="left")],
+        "mean_regularization": [Interval(Real, 0.0, None, closed="left")],
+        "device": [StrOptions({"auto"}), str, torch.device],
+    }
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        spatially_variant=False,
+        spatial_dims=2,
+        network_width=16,
+        network_depth=3,
+        learning_rate=1e-3,
+        batch_size=8,
+        init_iter=100,
+        mean_regularization=0.0,
+        device="auto",
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.spatially_variant = spatially_variant
+        self.spatial_dims = spatial_dims
+        self.network_width = network_width
+        self.network_depth = network_depth
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.init_iter = init_iter
+        self.mean_regularization = mean_regularization
+        self.device = device
+
+    # -- input ---------------------------------------------------------------
+
+    def _validate_input(self, X, mask, *, reset):
+        """Validate ``X`` and ``mask`` before any work.
+
+        Returns the float array, the boolean mask (or None) and the layout.
+        """
+        if sp.issparse(X) or np.ndim(X) <= 2:
+            X = validate_data(
+                self,
+                X,
+                reset=reset,
+                dtype=[np.float64, np.float32],
+                ensure_min_samples=2 if reset else 1,
+            )
+            layout = layout_for(2, self.spatial_dims)
+        else:
+            X = check_array(X, allow_nd=True, dtype=[np.float64, np.float32])
+            layout = layout_for(X.ndim, self.spatial_dims)
+            if 0 in X.shape:
+                raise ValueError(f"Found an empty image stack of shape {X.shape}.")
+            n_channels = layout.n_channels(X.shape)
+            if reset:
+                self.n_features_in_ = n_channels
+                if hasattr(self, "feature_names_in_"):
+                    del self.feature_names_in_
+            elif n_channels != self.n_features_in_:
+                raise ValueError(
+                    f"X has {n_channels} channels, but {type(self).__name__} is "
+                    f"expecting {self.n_features_in_} channels as input."
+                )
+        if not reset and layout.spatial_dims != self._layout.spatial_dims:
+            fitted = (
+                "tabular data"
+                if self._layout.tabular
+                else f"{self._layout.spatial_dims}-D images"
+            )
+            raise ValueError(
+                f"This estimator was fitted on {fitted}; X must have the same "
+                f"layout, got an array of shape {X.shape}."
+            )
+        mask = check_mask(mask, layout.pixel_shape(X.shape))
+        return X, mask, layout
+
+    def _check_initial_parameters(self, n_features):
+        for name, value, shape in [
+            ("weights_init", self.weights_init, (self.n_components,)),
+            ("means_init", self.means_init, (self.n_components, n_features)),
+            (
+                "precisions_init",
+                self.precisions_init,
+                _precision_shape(self.covariance_type, self.n_components, n_features),
+            ),
+        ]:
+            if value is not None and np.shape(value) != shape:
+                raise ValueError(
+                    f"{name} should have the shape {shape} "
+                    f"(n_components={self.n_components}, n_features={n_features}, "
+                    f"covariance_type={self.covariance_type!r}); got {np.shape(value)}."
+                )
+
+    def _batches(self, X, mask, layout, device):
+        dtype = torch.float64 if layout.tabular else torch.float32
+        return ImageBatches(
+            channels_first(X, layout),
+            None if mask is None else mask_channels_first(mask, layout),
+            self._scaling,
+            batch_size=self.batch_size,
+            device=device,
+            dtype=dtype,
+        )
+
+    # -- training ------------------------------------------------------------
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, *, mask=None):
+        """Train the network on the mixture likelihood of the pixels of X.
+
+        The model is trained ``n_init`` times and the run with the lowest
+        final loss is kept. Each run starts the network from the
+        responsibilities of an initial Gaussian mixture (``init_params``,
+        then ``init_iter`` EM iterations), then minimises the negative
+        log-likelihood for at most ``max_iter`` iterations or until
+        it changes by less than ``tol``; otherwise a ``ConvergenceWarning`` is
+        raised. With ``warm_start``, training continues from the fitted
+        network. Interrupting (Ctrl-C) keeps the best model so far.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or image stack
+            Tabular data, or images ``(n_images, *spatial[, n_channels])``
+            with ``spatial_dims`` spatial axes.
+
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        mask : array-like of bool, shape ``X.shape[:1 + spatial_dims]``, \
+                default=None
+            Pixels to model (True); the others only give context to the
+            network. Tabular data takes a mask of shape ``(n_samples,)``.
+
+        Returns
+        -------
+        self : object
+            The fitted mixture.
+        """
+        X, mask, layout = self._validate_input(X, mask, reset=True)
+        warm = self.warm_start and hasattr(self, "network_")
+        if warm and layout != self._layout:
+            raise ValueError(
+                "warm_start needs X with the layout of the previous fit; "
+                f"got an array of shape {X.shape}."
+            )
+        X_channels = channels_first(X, layout)
+        mask_channels = None if mask is None else mask_channels_first(mask, layout)
+        pixels = np.moveaxis(X_channels, 1, -1)
+        pixels = (
+            pixels.reshape(-1, X_channels.shape[1])
+            if mask_channels is None
+            else pixels[mask_channels]
+        )
+        if len(pixels) < self.n_components:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = "
+                f"{self.n_components}, n_samples = {len(pixels)} (pixels inside "
+                "the mask)."
+            )
+        self._check_initial_parameters(pixels.shape[1])
+
+        self.device_ = _resolve_device(self.device)
+        if not warm:
+            self._layout = layout
+            self._scaling = Scaling.from_pixels(pixels.astype(np.float64))
+        batches = self._batches(X, mask, layout, self.device_)
+        random_state = check_random_state(self.random_state)
+
+        best = None
+        for init in range(1 if warm else self.n_init):
+            self._print_verbose(1, f"Initialization {init}")
+            generator = torch.Generator().manual_seed(
+                int(random_state.randint(np.iinfo(np.int32).max))
+            )
+            if warm:
+                network = copy.deepcopy(self.network_).to(self.device_)
+                mean_target = (self.means_ - self._scaling.center) / self._scaling.scale
+            else:
+                network, mean_target = self._initialize(
+                    pixels, layout, batches, random_state, generator
+                )
+            loss_fn = self._likelihood_loss(mean_target, batches)
+            history = optimize(
+                network,
+                loss_fn,
+                batches,
+                learning_rate=self.learning_rate,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                generator=generator,
+                on_iter=self._print_verbose_iter,
+            )
+            loss, log_likelihood = self._evaluate(network, loss_fn, batches)
+            self._print_verbose(
+                1,
+                f"Initialization {'converged' if history.converged else 'did not converge'}."
+                f" lower bound {log_likelihood:.5f}.",
+            )
+            if best is None or loss < best[0]:
+                best = (loss, log_likelihood, network.cpu(), history)
+            if history.interrupted:
+                break
+
+        _, self.lower_bound_, self.network_, history = best
+        self.converged_ = history.converged
+        self.n_iter_ = history.n_iter
+        self.lower_bounds_ = history.log_likelihoods
+        self.loss_curve_ = history.losses
+        self._set_gaussian_parameters(batches)
+        if not self.converged_ and self.max_iter > 0 and not history.interrupted:
+            warnings.warn(
+                "Best performing initialization did not converge. "
+                "Try different init parameters, or increase max_iter, "
+                "tol, or check for degenerate data.",
+                ConvergenceWarning,
+            )
+        return self
+
+    def _initialize(self, pixels, layout, batches, random_state, generator):
+        """A new network whose responsibilities are the initial mixture's.
+
+        The initial mixture is a GaussianMixture with this estimator's
+        ``init_params`` and ``*_init`` parameters, refined by ``init_iter``
+        EM iterations, on the pixels in the likelihood's units. Returns the
+        network and the target of the mean regularization.
+        """
+        scaling = self._scaling
+        scaled = (pixels - scaling.center) / scaling.scale
+        if len(scaled) > 100_000:  # the initial Gaussians need few pixels
+            scaled = scaled[random_state.choice(len(scaled), 100_000, replace=False)]
+        means_init = self.means_init
+        if means_init is not None:
+            means_init = (np.asarray(means_init) - scaling.center) / scaling.scale
+        precisions_init = self.precisions_init
+        if precisions_init is not None:
+            precisions_init = np.asarray(precisions_init) * scaling.scale**2
+        with warnings.catch_warnings():
+            # the network's training decides convergence, not this EM
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            initial = GaussianMixture(
+                self.n_components,
+                covariance_type=self.covariance_type,
+                tol=self.tol,
+                reg_covar=self.reg_covar / scaling.scale**2,
+                max_iter=self.init_iter,
+                init_params=self.init_params,
+                weights_init=self.weights_init,
+                means_init=means_init,
+                precisions_init=precisions_init,
+                random_state=random_state,
+            ).fit(scaled)
+        network = build_network(
+            _gaussian_head(initial, scaling, batches.dtype),
+            kind="pixel" if layout.tabular else "unet",
+            width=self.network_width,
+            depth=unet_depth(batches.X.shape[2:], self.network_depth),
+            spatial_dims=layout.network_dims,
+            generator=generator,
+        )
+        return network.to(self.device_), initial.means_
+
+    def _likelihood_loss(self, mean_target, batches):
+        """The training loss: the mixture NLL plus the mean regularization."""
+        target = torch.as_tensor(mean_target, dtype=batches.dtype, device=self.device_)
+        strength = self.mean_regularization
+
+        def loss_fn(network, batch):
+            log_likelihood, means = mixture_log_likelihood(
+                network(batch.x_net),
+                batch,
+                covariance_type=self.covariance_type,
+                reg_covar=self.reg_covar / self._scaling.scale**2,
+                spatially_variant=self.spatially_variant,
+            )
+            loss = -log_likelihood.mean()
+            if strength:
+                loss = loss + strength * (means.mean(0) - target).square().sum()
+            return loss, log_likelihood.mean().detach()
+
+        return loss_fn
+
+    @staticmethod
+    def _evaluate(network, loss_fn, batches):
+        """Mean loss and mean log-likelihood of the network over all images."""
+        loss = log_likelihood = 0.0
+        with torch.no_grad():
+            for batch in batches.ordered():
+                batch_loss, batch_ll = loss_fn(network, batch)
+                loss += float(batch_loss) * len(batch)
+                log_likelihood += float(batch_ll) * len(batch)
+        return loss / len(batches), log_likelihood / len(batches)
+
+    def _set_gaussian_parameters(self, batches):
+        """Fitted Gaussians: the M-step of the network over all training pixels."""
+        resp, pixels = [], []
+        network = self.network_.to(self.device_)
+        with torch.no_grad():
+            for batch in batches.ordered():
+                keep = batch.mask.flatten(1).bool()
+                resp.append(batch.pixels(network(batch.x_net).softmax(1))[keep].cpu())
+                pixels.append(batch.pixels(batch.x_lik)[keep].cpu())
+        self.network_ = network.cpu()
+        resp = torch.cat(resp).double()[None]
+        pixels = torch.cat(pixels).double()[None]
+        scale = self._scaling.scale
+        nk, means, covariances = estimate_gaussian_parameters(
+            pixels, resp, self.reg_covar / scale**2, self.covariance_type
+        )
+        precisions_chol = compute_precision_cholesky(covariances, self.covariance_type)
+        precisions = precisions_from_cholesky(precisions_chol, self.covariance_type)
+        self.weights_ = (nk / nk.sum()).numpy()[0]
+        self.means_ = means.numpy()[0] * scale + self._scaling.center
+        self.covariances_ = covariances.numpy()[0] * scale**2
+        self.precisions_cholesky_ = precisions_chol.numpy()[0] / scale
+        self.precisions_ = precisions.numpy()[0] / scale**2
+
+    def _print_verbose(self, level, message):
+        if self.verbose >= level:
+            print(message)
+
+    def _print_verbose_iter(self, n_iter, change):
+        if n_iter % self.verbose_interval == 0:
+            self._print_verbose(2, f"  Iteration {n_iter}\t loss change {change:.5f}")
+
+    # -- inference -----------------------------------------------------------
+
+    def _inference_device(self):
+        """The device for inference: the requested one, or the CPU if it is
+        missing here (a model trained on a GPU used on a machine without)."""
+        try:
+            device = _resolve_device(self.device)
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError):
+            warnings.warn(
+                f"Device {self.device!r} is not available here; using the CPU.",
+                UserWarning,
+            )
+            device = torch.device("cpu")
+        return device
+
+    def _responsibilities(self, X, mask):
+        """Validated X, mask, layout and the network's responsibilities."""
+        check_is_fitted(self)
+        X, mask, layout = self._validate_input(X, mask, reset=False)
+        device = self._inference_device()
+        network = self.network_
+        if device.type != "cpu":
+            network = copy.deepcopy(network).to(device)
+        batches = self._batches(X, mask, layout, device)
+        with torch.no_grad():
+            resp = np.concatenate(
+                [
+                    network(batch.x_net).softmax(1).cpu().numpy()
+                    for batch in batches.ordered()
+                ]
+            )
+        resp = channels_last(resp.astype(np.float64), layout)
+        if mask is not None:
+            resp[~mask] = 0.0
+        return X, mask, resp
+
+    def predict(self, X, *, mask=None):
+        """Label every pixel with its most responsible component.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or image stack
+            Data laid out as in ``fit``.
+
+        mask : array-like of bool, default=None
+            Pixels to label; the others get -1.
+
+        Returns
+        -------
+        labels : ndarray of int
+            Shape ``(n_samples,)`` for tabular data, ``X.shape[:1 +
+            spatial_dims]`` for images.
+        """
+        _, mask, resp = self._responsibilities(X, mask)
+        labels = resp.argmax(-1)
+        if mask is not None:
+            labels[~mask] = -1
+        return labels
+
+    def fit_predict(self, X, y=None, *, mask=None):
+        """Fit the model on X and label its pixels.
+
+        Parameters
+        ----------
+        X, y, mask
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        labels : ndarray of int
+            As in :meth:`predict`.
+        """
+        return self.fit(X, mask=mask).predict(X, mask=mask)
+
+    def predict_proba(self, X, *, mask=None):
+        """Responsibility of each component for every pixel.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or image stack
+            Data laid out as in ``fit``.
+
+        mask : array-like of bool, default=None
+            Pixels to evaluate; the others get probability 0.
+
+        Returns
+        -------
+        resp : ndarray of shape ``labels.shape + (n_components,)``
+        """
+        return self._responsibilities(X, mask)[2]
+
+    def score_samples(self, X, *, mask=None):
+        """Log-likelihood of every pixel under the fitted mixture.
+
+        The components are ``means_`` and ``covariances_``; the mixing weights
+        are ``weights_``, or the network's responsibilities when
+        ``spatially_variant`` is True.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or image stack
+            Data laid out as in ``fit``.
+
+        mask : array-like of bool, default=None
+            Pixels to evaluate; the others get 0.
+
+        Returns
+        -------
+        log_likelihood : ndarray of float
+            Same shape as the labels of :meth:`predict`.
+        """
+        if self.spatially_variant:
+            X, mask, resp = self._responsibilities(X, mask)
+            with np.errstate(divide="ignore"):
+                log_mix = torch.as_tensor(np.log(resp))
+        else:
+            check_is_fitted(self)
+            X, mask, _ = self._validate_input(X, mask, reset=False)
+            log_mix = torch.as_tensor(np.log(self.weights_))
+        pixels = torch.as_tensor(X, dtype=torch.float64).reshape(1, -1, self.n_features_in_)
+        log_prob = estimate_log_gaussian_prob(
+            pixels,
+            torch.as_tensor(self.means_)[None],
+            torch.as_tensor(self.precisions_cholesky_)[None],
+            self.covariance_type,
+        )[0]
+        log_prob = log_prob.reshape(log_mix.shape[:-1] + (-1,)) if self.spatially_variant else log_prob
+        scores = torch.logsumexp(log_prob + log_mix, -1).numpy()
+        scores = scores.reshape(mask.shape if mask is not None else self._pixel_shape(X))
+        if mask is not None:
+            scores[~mask] = 0.0
+        return scores
+
+    def _pixel_shape(self, X):
+        return layout_for(X.ndim, self.spatial_dims).pixel_shape(X.shape)
+
+    def score(self, X, y=None, *, mask=None):
+        """Mean log-likelihood per pixel (inside the mask).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or image stack
+            Data laid out as in ``fit``.
+
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        mask : array-like of bool, default=None
+            Pixels to average over.
+
+        Returns
+        -------
+        log_likelihood : float
+        """
+        scores = self.score_samples(X, mask=mask)
+        return float(scores.mean() if mask is None else scores[np.asarray(mask, bool)].mean())
+
+    def _n_parameters(self):
+        """Number of free parameters of the Gaussian mixture."""
+        n_components, n_features = self.means_.shape
+        cov_params = {
+            "full": n_components * n_features * (n_features + 1) / 2.0,
+            "diag": n_components * n_features,
+            "tied": n_features * (n_features + 1) / 2.0,
+            "spherical": n_components,
+        }[self.covariance_type]
+        return int(cov_params + n_components * n_features + n_components - 1)
+
+    def _n_pixels(self, X, mask):
+        if mask is not None:
+            return int(np.count_nonzero(mask))
+        return int(np.prod(self._pixel_shape(np.asarray(X))))
+
+    def bic(self, X, *, mask=None):
+        """Bayesian information criterion, counting pixels as samples.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or image stack
+        mask : array-like of bool, default=None
+
+        Returns
+        -------
+        bic : float
+            The lower the better.
+        """
+        n = self._n_pixels(X, mask)
+        return -2 * self.score(X, mask=mask) * n + self._n_parameters() * np.log(n)
+
+    def aic(self, X, *, mask=None):
+        """Akaike information criterion, counting pixels as samples.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or image stack
+        mask : array-like of bool, default=None
+
+        Returns
+        -------
+        aic : float
+            The lower the better.
+        """
+        n = self._n_pixels(X, mask)
+        return -2 * self.score(X, mask=mask) * n + 2 * self._n_parameters()
+
+    def sample(self, n_samples=1):
+        """Draw pixels from the fitted Gaussian mixture.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,)
+            Component labels.
+        """
+        check_is_fitted(self)
+        mixture = GaussianMixture(
+            self.n_components,
+            covariance_type=self.covariance_type,
+            random_state=self.random_state,
+        )
+        for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+            setattr(mixture, name, getattr(self, name))
+        return mixture.sample(n_samples)
