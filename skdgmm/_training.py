@@ -76,7 +76,9 @@ class ImageBatches:
         self._whole = self._make(np.arange(len(X))) if len(X) <= batch_size else None
 
     def _tensor(self, array):
-        return torch.tensor(np.asarray(array), dtype=self.dtype, device=self.device)
+        return torch.tensor(
+            np.ascontiguousarray(array), dtype=self.dtype, device=self.device
+        )
 
     def _make(self, index):
         x = self._tensor(self.X[index]) - self._center

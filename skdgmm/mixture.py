@@ -33,7 +33,13 @@ from ._training import (
 def _resolve_device(device):
     """``"auto"`` -> cuda, then mps, then cpu; anything else as torch reads it."""
     if device != "auto":
-        return torch.device(device)
+        try:
+            return torch.device(device)
+        except RuntimeError as error:
+            raise ValueError(
+                f"device must be 'auto' or a torch device such as 'cpu', 'cuda', "
+                f"'cuda:1' or 'mps'; got {device!r}."
+            ) from error
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():
@@ -278,7 +284,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "init_iter": [Interval(Integral, 0, None, closed="left")],
         "mean_regularization": [Interval(Real, 0.0, None, closed="left")],
-        "device": [StrOptions({"auto"}), str, torch.device],
+        "device": [str, torch.device],
     }
 
     def __init__(
@@ -744,7 +750,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             check_is_fitted(self)
             X, mask, _ = self._validate_input(X, mask, reset=False)
             log_mix = torch.as_tensor(np.log(self.weights_))
-        pixels = torch.as_tensor(X, dtype=torch.float64).reshape(1, -1, self.n_features_in_)
+        pixels = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float64))
+        pixels = pixels.reshape(1, -1, self.n_features_in_)
         log_prob = estimate_log_gaussian_prob(
             pixels,
             torch.as_tensor(self.means_)[None],

@@ -1,0 +1,93 @@
+"""Segmentation metrics and model-selection scorers."""
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from sklearn.pipeline import Pipeline
+
+
+def dice_score(y_true, y_pred, labels):
+    """Dice coefficient of each label.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of int, same shape
+    labels : sequence of int
+        Labels to score. A label absent from both arrays scores NaN.
+
+    Returns
+    -------
+    dice : ndarray of shape (len(labels),)
+
+    Examples
+    --------
+    >>> from skdgmm.metrics import dice_score
+    >>> dice_score([0, 1, 1, 2], [0, 1, 2, 2], labels=[1, 2])
+    array([0.66666667, 0.66666667])
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    dice = []
+    for label in labels:
+        t, p = y_true == label, y_pred == label
+        total = t.sum() + p.sum()
+        dice.append(2 * np.logical_and(t, p).sum() / total if total else np.nan)
+    return np.array(dice)
+
+
+def match_labels(y_true, y_pred, labels, clusters):
+    """Relabel clusters to the labels they overlap best (Hungarian on Dice).
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of int, same shape
+    labels : sequence of int
+        True labels to match.
+    clusters : sequence of int
+        Predicted cluster ids to match.
+
+    Returns
+    -------
+    y_matched : ndarray
+        ``y_pred`` with each matched cluster replaced by its label; unmatched
+        clusters become -1.
+
+    Examples
+    --------
+    >>> from skdgmm.metrics import match_labels
+    >>> match_labels([1, 1, 2, 2], [0, 0, 1, 1], labels=[1, 2], clusters=[0, 1])
+    array([1, 1, 2, 2])
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    dice = np.array(
+        [
+            [dice_score(y_true == label, y_pred == cluster, [True])[0] for cluster in clusters]
+            for label in labels
+        ]
+    )
+    rows, cols = linear_sum_assignment(np.nan_to_num(dice), maximize=True)
+    y_matched = np.full_like(y_pred, -1)
+    for row, col in zip(rows, cols):
+        y_matched[y_pred == clusters[col]] = labels[row]
+    return y_matched
+
+
+def bic_scorer(estimator, X, y=None, **kwargs):
+    """Negative BIC of a fitted mixture (or a Pipeline ending in one).
+
+    Usable as ``scoring`` in :class:`~sklearn.model_selection.GridSearchCV`:
+    higher is better. Extra keyword arguments (``mask``) go to ``bic``.
+
+    Examples
+    --------
+    >>> from sklearn.mixture import GaussianMixture
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> from skdgmm.metrics import bic_scorer
+    >>> import numpy as np
+    >>> X = np.r_[np.zeros((50, 1)), np.ones((50, 1))] + np.random.RandomState(0).normal(0, .1, (100, 1))
+    >>> search = GridSearchCV(GaussianMixture(), {"n_components": [1, 2, 3]}, scoring=bic_scorer)
+    >>> search.fit(X).best_params_
+    {'n_components': 2}
+    """
+    if isinstance(estimator, Pipeline):
+        X = estimator[:-1].transform(X)
+        estimator = estimator[-1]
+    return -estimator.bic(X, **kwargs)
