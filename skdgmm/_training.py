@@ -139,6 +139,31 @@ def mixture_log_likelihood(
     return (log_likelihood * mask).sum(-1) / mask.sum(-1), means
 
 
+def potts_energy(logits, batch):
+    """Per-image expected disagreement of neighbouring pixels' labels.
+
+    The mean, over pairs of neighbouring pixels both inside the mask, of the
+    probability ``1 - sum_k w_xk w_yk`` that their labels differ under the
+    responsibilities ``w``: the Potts energy of a Markov random field,
+    relaxed to probabilities.
+
+    Returns
+    -------
+    energy : torch.Tensor of shape (B,)
+    """
+    w = logits.softmax(1)
+    energy = count = 0.0
+    for axis in range(2, w.ndim):
+        length = w.shape[axis] - 1
+        agreement = (w.narrow(axis, 0, length) * w.narrow(axis, 1, length)).sum(1)
+        pairs = batch.mask.narrow(axis - 1, 0, length) * batch.mask.narrow(
+            axis - 1, 1, length
+        )
+        energy = energy + ((1 - agreement) * pairs).flatten(1).sum(-1)
+        count = count + pairs.flatten(1).sum(-1)
+    return energy / count.clamp_min(1)
+
+
 @dataclass
 class History:
     """What one run of :func:`optimize` went through."""
