@@ -178,6 +178,23 @@ class History:
         return len(self.losses)
 
 
+# Stochastic gradient steps make the loss jitter from one iteration to the
+# next; its change is averaged over this many iterations before comparing it
+# with ``tol``, so that one small step does not end training early.
+_STOPPING_WINDOW = 5
+
+
+def _mean_change(losses):
+    """Decrease of the loss per iteration over the last iterations.
+
+    Infinite until there are enough iterations to average over: starting
+    from the initial mixture, the first steps can be tiny.
+    """
+    if len(losses) <= _STOPPING_WINDOW:
+        return math.inf
+    return (losses[-1 - _STOPPING_WINDOW] - losses[-1]) / _STOPPING_WINDOW
+
+
 def optimize(
     network,
     loss_fn,
@@ -192,7 +209,8 @@ def optimize(
     """Minimise ``loss_fn`` with AdamW, one epoch over ``batches`` per iteration.
 
     ``loss_fn(network, batch)`` returns ``(loss, log_likelihood)`` (scalars).
-    Stops when the epoch loss changes by less than ``tol``, after ``max_iter``
+    Stops when the epoch loss changes by less than ``tol`` per iteration
+    (averaged over the last ``_STOPPING_WINDOW`` iterations), after ``max_iter``
     epochs, or on KeyboardInterrupt, which keeps the network as it is and
     warns.
     """
@@ -209,10 +227,9 @@ def optimize(
                 optimizer.step()
                 loss_sum += loss.item() * len(batch)
                 ll_sum += float(log_likelihood) * len(batch)
-            previous = history.losses[-1] if history.losses else math.inf
             history.losses.append(loss_sum / len(batches))
             history.log_likelihoods.append(ll_sum / len(batches))
-            change = previous - history.losses[-1]
+            change = _mean_change(history.losses)
             if on_iter is not None:
                 on_iter(n_iter, change)
             if abs(change) < tol:

@@ -111,8 +111,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         Type of covariance parameters, as in GaussianMixture.
 
     tol : float, default=1e-3
-        Training stops when the loss (mean negative log-likelihood per pixel)
-        changes by less than ``tol`` from one iteration to the next.
+        Training stops when the loss (per pixel) changes by less than ``tol``
+        per iteration, averaged over the last five iterations (gradient steps
+        make single changes noisy).
 
     reg_covar : float, default=1e-6
         Non-negative regularization added to the diagonal of covariances, in
@@ -170,7 +171,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         Maximum number of down-sampling steps of the U-Net; reduced for small
         images.
 
-    learning_rate : float, default=1e-3
+    learning_rate : float, default=1e-2
         Learning rate of the AdamW optimizer.
 
     batch_size : int, default=8
@@ -317,7 +318,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         spatial_dims=2,
         network_width=16,
         network_depth=3,
-        learning_rate=1e-3,
+        learning_rate=1e-2,
         batch_size=8,
         init_iter=100,
         mean_regularization=0.0,

@@ -186,7 +186,8 @@ def test_warm_start_continues_training(images):
 
 def test_n_init_keeps_the_best_run(images):
     X, _ = images
-    params = dict(init_params="random", init_iter=2, max_iter=3, tol=0)
+    # without the Potts term the selected run's loss is its negated lower bound
+    params = dict(init_params="random", init_iter=2, max_iter=3, tol=0, spatial_regularization=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         single = _model(3, **params).fit(X)
@@ -200,9 +201,9 @@ def test_convergence_warning_and_attributes(images):
         model = _model(3, max_iter=1, tol=0).fit(X)
     assert not model.converged_ and model.n_iter_ == 1
     assert len(model.lower_bounds_) == len(model.loss_curve_) == 1
-    # as in GaussianMixture, the first change is infinite: two iterations at least
+    # the change is averaged over five iterations: six iterations at least
     model = _model(3, max_iter=50, tol=10.0).fit(X)
-    assert model.converged_ and model.n_iter_ == 2
+    assert model.converged_ and model.n_iter_ == 6
 
 
 def test_keyboard_interrupt_keeps_a_usable_model(images, monkeypatch):
