@@ -9,6 +9,9 @@ so that every code path below works on one layout.
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
+from sklearn.utils import check_array
+from sklearn.utils.validation import validate_data
 
 
 @dataclass(frozen=True)
@@ -114,3 +117,64 @@ def check_mask(mask, pixel_shape):
             f"of X); got shape {mask.shape}."
         )
     return mask
+
+
+def validate_input(estimator, X, mask, *, reset):
+    """Validate ``X`` and ``mask`` for ``estimator`` before any work.
+
+    ``estimator`` has a ``spatial_dims`` parameter. With ``reset`` (in fit)
+    its ``n_features_in_`` (channels) and ``_layout`` are set; otherwise X
+    must match them.
+
+    Returns
+    -------
+    X : ndarray of float
+    mask : ndarray of bool or None
+    layout : Layout
+    """
+    if sp.issparse(X) or np.ndim(X) <= 2:
+        X = validate_data(
+            estimator,
+            X,
+            reset=reset,
+            dtype=[np.float64, np.float32],
+            ensure_min_samples=2 if reset else 1,
+        )
+        layout = layout_for(2, estimator.spatial_dims)
+    else:
+        X = check_array(X, allow_nd=True, dtype=[np.float64, np.float32])
+        layout = layout_for(X.ndim, estimator.spatial_dims)
+        if 0 in X.shape:
+            raise ValueError(f"Found an empty image stack of shape {X.shape}.")
+        n_channels = layout.n_channels(X.shape)
+        if reset:
+            estimator.n_features_in_ = n_channels
+            if hasattr(estimator, "feature_names_in_"):
+                del estimator.feature_names_in_
+        elif n_channels != estimator.n_features_in_:
+            raise ValueError(
+                f"X has {n_channels} channels, but {type(estimator).__name__} is "
+                f"expecting {estimator.n_features_in_} channels as input."
+            )
+    if reset:
+        estimator._layout = layout
+    elif layout.spatial_dims != estimator._layout.spatial_dims:
+        fitted = (
+            "tabular data"
+            if estimator._layout.tabular
+            else f"{estimator._layout.spatial_dims}-D images"
+        )
+        raise ValueError(
+            f"This estimator was fitted on {fitted}; X must have the same "
+            f"layout, got an array of shape {X.shape}."
+        )
+    mask = check_mask(mask, layout.pixel_shape(X.shape))
+    return X, mask, layout
+
+
+def masked_pixels(X, mask, layout):
+    """The pixels of a validated array inside the mask, as ``(P, C)``."""
+    pixels = np.moveaxis(channels_first(X, layout), 1, -1)
+    if mask is None:
+        return pixels.reshape(-1, pixels.shape[-1])
+    return pixels[mask_channels_first(mask, layout)]

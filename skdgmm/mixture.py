@@ -5,14 +5,13 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
-from sklearn.utils import check_array, check_random_state
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from ._gaussian import (
     compute_precision_cholesky,
@@ -20,7 +19,13 @@ from ._gaussian import (
     estimate_log_gaussian_prob,
     precisions_from_cholesky,
 )
-from ._layout import channels_first, channels_last, check_mask, layout_for, mask_channels_first
+from ._layout import (
+    channels_first,
+    channels_last,
+    mask_channels_first,
+    masked_pixels,
+    validate_input,
+)
 from ._networks import GaussianHead, build_network, unet_depth
 from ._training import (
     ImageBatches,
@@ -352,48 +357,6 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
 
     # -- input ---------------------------------------------------------------
 
-    def _validate_input(self, X, mask, *, reset):
-        """Validate ``X`` and ``mask`` before any work.
-
-        Returns the float array, the boolean mask (or None) and the layout.
-        """
-        if sp.issparse(X) or np.ndim(X) <= 2:
-            X = validate_data(
-                self,
-                X,
-                reset=reset,
-                dtype=[np.float64, np.float32],
-                ensure_min_samples=2 if reset else 1,
-            )
-            layout = layout_for(2, self.spatial_dims)
-        else:
-            X = check_array(X, allow_nd=True, dtype=[np.float64, np.float32])
-            layout = layout_for(X.ndim, self.spatial_dims)
-            if 0 in X.shape:
-                raise ValueError(f"Found an empty image stack of shape {X.shape}.")
-            n_channels = layout.n_channels(X.shape)
-            if reset:
-                self.n_features_in_ = n_channels
-                if hasattr(self, "feature_names_in_"):
-                    del self.feature_names_in_
-            elif n_channels != self.n_features_in_:
-                raise ValueError(
-                    f"X has {n_channels} channels, but {type(self).__name__} is "
-                    f"expecting {self.n_features_in_} channels as input."
-                )
-        if not reset and layout.spatial_dims != self._layout.spatial_dims:
-            fitted = (
-                "tabular data"
-                if self._layout.tabular
-                else f"{self._layout.spatial_dims}-D images"
-            )
-            raise ValueError(
-                f"This estimator was fitted on {fitted}; X must have the same "
-                f"layout, got an array of shape {X.shape}."
-            )
-        mask = check_mask(mask, layout.pixel_shape(X.shape))
-        return X, mask, layout
-
     def _check_initial_parameters(self, n_features):
         for name, value, shape in [
             ("weights_init", self.weights_init, (self.n_components,)),
@@ -456,21 +419,15 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         self : object
             The fitted mixture.
         """
-        X, mask, layout = self._validate_input(X, mask, reset=True)
         warm = self.warm_start and hasattr(self, "network_")
-        if warm and layout != self._layout:
+        previous_layout = getattr(self, "_layout", None)
+        X, mask, layout = validate_input(self, X, mask, reset=True)
+        if warm and layout != previous_layout:
             raise ValueError(
                 "warm_start needs X with the layout of the previous fit; "
                 f"got an array of shape {X.shape}."
             )
-        X_channels = channels_first(X, layout)
-        mask_channels = None if mask is None else mask_channels_first(mask, layout)
-        pixels = np.moveaxis(X_channels, 1, -1)
-        pixels = (
-            pixels.reshape(-1, X_channels.shape[1])
-            if mask_channels is None
-            else pixels[mask_channels]
-        )
+        pixels = masked_pixels(X, mask, layout)
         if len(pixels) < self.n_components:
             raise ValueError(
                 f"Expected n_samples >= n_components but got n_components = "
@@ -481,7 +438,6 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
 
         self.device_ = _resolve_device(self.device)
         if not warm:
-            self._layout = layout
             self._scaling = Scaling.from_pixels(pixels.astype(np.float64))
         batches = self._batches(X, mask, layout, self.device_)
         random_state = check_random_state(self.random_state)
@@ -666,7 +622,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
     def _responsibilities(self, X, mask):
         """Validated X, mask, layout and the network's responsibilities."""
         check_is_fitted(self)
-        X, mask, layout = self._validate_input(X, mask, reset=False)
+        X, mask, layout = validate_input(self, X, mask, reset=False)
         device = self._inference_device()
         network = self.network_
         if device.type != "cpu":
@@ -765,7 +721,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                 log_mix = torch.as_tensor(np.log(resp))
         else:
             check_is_fitted(self)
-            X, mask, _ = self._validate_input(X, mask, reset=False)
+            X, mask, _ = validate_input(self, X, mask, reset=False)
             log_mix = torch.as_tensor(np.log(self.weights_))
         pixels = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float64))
         pixels = pixels.reshape(1, -1, self.n_features_in_)
@@ -777,13 +733,10 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         )[0]
         log_prob = log_prob.reshape(log_mix.shape[:-1] + (-1,)) if self.spatially_variant else log_prob
         scores = torch.logsumexp(log_prob + log_mix, -1).numpy()
-        scores = scores.reshape(mask.shape if mask is not None else self._pixel_shape(X))
+        scores = scores.reshape(self._layout.pixel_shape(X.shape))
         if mask is not None:
             scores[~mask] = 0.0
         return scores
-
-    def _pixel_shape(self, X):
-        return layout_for(X.ndim, self.spatial_dims).pixel_shape(X.shape)
 
     def score(self, X, y=None, *, mask=None):
         """Mean log-likelihood per pixel (inside the mask).
@@ -818,9 +771,10 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         return int(cov_params + n_components * n_features + n_components - 1)
 
     def _n_pixels(self, X, mask):
+        X, mask, layout = validate_input(self, X, mask, reset=False)
         if mask is not None:
             return int(np.count_nonzero(mask))
-        return int(np.prod(self._pixel_shape(np.asarray(X))))
+        return int(np.prod(layout.pixel_shape(X.shape)))
 
     def bic(self, X, *, mask=None):
         """Bayesian information criterion, counting pixels as samples.
