@@ -1,6 +1,7 @@
 """Deep Gaussian mixture models for unsupervised image segmentation."""
 
 from .mixture import DeepGaussianMixture
+from .pixelwise import PixelwiseMixture
 
-__all__ = ["DeepGaussianMixture"]
+__all__ = ["DeepGaussianMixture", "PixelwiseMixture"]
 __version__ = "0.1.0.dev0"

@@ -6,7 +6,10 @@ from sklearn.utils.estimator_checks import (
     parametrize_with_checks,
 )
 
-from skdgmm import DeepGaussianMixture
+from sklearn.cluster import KMeans
+from sklearn.mixture import GaussianMixture
+
+from skdgmm import DeepGaussianMixture, PixelwiseMixture
 
 # Checks with failures we accept, each with its reason; kept empty on purpose.
 EXPECTED_FAILED_CHECKS: dict = {}
@@ -16,6 +19,8 @@ ESTIMATORS = [
     DeepGaussianMixture(
         covariance_type="diag", spatially_variant=True, random_state=0, device="cpu"
     ),
+    PixelwiseMixture(GaussianMixture(random_state=0)),
+    PixelwiseMixture(KMeans(n_clusters=1, n_init=1, random_state=0)),
 ]
 
 
