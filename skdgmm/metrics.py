@@ -48,7 +48,8 @@ def match_labels(y_true, y_pred, labels, clusters):
     -------
     y_matched : ndarray
         ``y_pred`` with each matched cluster replaced by its label; unmatched
-        clusters become -1.
+        clusters become -1. A label and a cluster that are both absent count
+        as a perfect match.
 
     Examples
     --------
@@ -63,7 +64,8 @@ def match_labels(y_true, y_pred, labels, clusters):
             for label in labels
         ]
     )
-    rows, cols = linear_sum_assignment(np.nan_to_num(dice), maximize=True)
+    # a label and a cluster both absent agree perfectly
+    rows, cols = linear_sum_assignment(np.nan_to_num(dice, nan=1.0), maximize=True)
     y_matched = np.full_like(y_pred, -1)
     for row, col in zip(rows, cols):
         y_matched[y_pred == clusters[col]] = labels[row]
