@@ -10,6 +10,7 @@ from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 
 from skdgmm import DeepGaussianMixture, PixelwiseMixture
+from skdgmm.svgmm import SpatiallyVariantGaussianMixture
 
 # Checks with failures we accept, each with its reason; kept empty on purpose.
 EXPECTED_FAILED_CHECKS: dict = {}
@@ -21,6 +22,7 @@ ESTIMATORS = [
     ),
     PixelwiseMixture(GaussianMixture(random_state=0)),
     PixelwiseMixture(KMeans(n_clusters=1, n_init=1, random_state=0)),
+    SpatiallyVariantGaussianMixture(random_state=0),
 ]
 
 
