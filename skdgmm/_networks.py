@@ -1,14 +1,9 @@
 """Networks mapping pixels to mixture responsibilities (as logits).
 
-A :class:`MixtureNetwork` adds two terms:
-
-* a :class:`GaussianHead`, the per-pixel log-posterior of a Gaussian mixture
-  with learnable parameters, initialised to the initial mixture, so that the
-  network starts exactly from the initial responsibilities;
-* a backbone whose last layer starts at zero: a :class:`PixelNet` (1x1
-  convolutions) for tabular data, where samples are independent, or a 2-D or
-  3-D :class:`UNet` with InstanceNorm and LeakyReLU, as in the paper, which
-  gives the responsibilities their spatial coherence.
+* :class:`PixelNet` looks at each pixel alone (1x1 convolutions). It is the
+  network for tabular data, where samples are independent.
+* :class:`UNet` is a 2-D or 3-D U-Net with InstanceNorm and LeakyReLU, as in
+  the paper; it gives the responsibilities their spatial coherence.
 
 Weights are drawn from a local :class:`torch.Generator`, never from the global
 random number generator.
@@ -24,39 +19,6 @@ _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_TRANSPOSE = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 _INSTANCE_NORM = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
 _MAX_POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
-
-
-class GaussianHead(nn.Module):
-    """Per-pixel Gaussian mixture log-posterior (up to a constant per pixel).
-
-    ``logits[k] = -||(x - m_k) L_k||^2 / 2 + b_k`` with learnable ``m``, ``L``
-    (full matrices whatever the covariance type) and ``b``.
-    """
-
-    def __init__(self, means, precisions_chol, biases):
-        super().__init__()
-        self.means = nn.Parameter(means)
-        self.precisions_chol = nn.Parameter(precisions_chol)
-        self.biases = nn.Parameter(biases)
-
-    def forward(self, x):
-        pixels = x.flatten(2).mT  # (B, P, F)
-        y = torch.einsum("bpf,kfg->bpkg", pixels, self.precisions_chol)
-        y = y - torch.einsum("kf,kfg->kg", self.means, self.precisions_chol)
-        logits = self.biases - 0.5 * y.square().sum(-1)
-        return logits.mT.reshape(x.shape[:1] + (-1,) + x.shape[2:])
-
-
-class MixtureNetwork(nn.Module):
-    """``head(x) + backbone(x)``: the logits of the responsibilities."""
-
-    def __init__(self, head, backbone):
-        super().__init__()
-        self.head = head
-        self.backbone = backbone
-
-    def forward(self, x):
-        return self.head(x) + self.backbone(x)
 
 
 class PixelNet(nn.Module):
@@ -151,13 +113,15 @@ def unet_depth(spatial_shape, max_depth):
     return max(0, min(max_depth, int(math.log2(max(smallest, 1))) - 2))
 
 
-def build_network(head, *, kind, width, depth, spatial_dims, generator):
-    """A :class:`MixtureNetwork` whose backbone is drawn from ``generator``.
+def build_network(
+    in_channels, n_components, *, kind, width, depth, spatial_dims, generator
+):
+    """Build a network and draw its weights from ``generator``.
 
     Parameters
     ----------
-    head : GaussianHead
-        The initial mixture; the network's first output is its posterior.
+    in_channels, n_components : int
+        Input channels and output logits per pixel.
     kind : {"pixel", "unet"}
     width : int
         Channels of the first level (doubled at each level of a U-Net).
@@ -168,16 +132,15 @@ def build_network(head, *, kind, width, depth, spatial_dims, generator):
     generator : torch.Generator
         The only source of randomness.
     """
-    n_components, in_channels = head.means.shape
     # the meta device skips PyTorch's default initialisation, which would
     # draw from (and advance) the global random number generator
     with torch.device("meta"):
         if kind == "pixel":
-            backbone = PixelNet(in_channels, n_components, width, spatial_dims)
+            net = PixelNet(in_channels, n_components, width, spatial_dims)
         else:
-            backbone = UNet(in_channels, n_components, width, depth, spatial_dims)
-    backbone = backbone.to_empty(device=head.means.device).to(head.means.dtype)
-    for module in backbone.modules():
+            net = UNet(in_channels, n_components, width, depth, spatial_dims)
+    net = net.to_empty(device="cpu")
+    for module in net.modules():
         if isinstance(module, nn.modules.conv._ConvNd):
             nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
             fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
@@ -186,7 +149,4 @@ def build_network(head, *, kind, width, depth, spatial_dims, generator):
         elif isinstance(module, nn.modules.instancenorm._InstanceNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-    last = backbone.layers[-1] if kind == "pixel" else backbone.head
-    nn.init.zeros_(last.weight)
-    nn.init.zeros_(last.bias)
-    return MixtureNetwork(head, backbone)
+    return net

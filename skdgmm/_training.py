@@ -24,11 +24,15 @@ class Batch:
 
     ``x_net`` is the network input, ``x_lik`` the pixels in the units where the
     likelihood is computed, ``mask`` (float, 0 or 1) the pixels that count.
+    ``index`` and ``region`` locate the batch in the stack: images, then the
+    spatial crop.
     """
 
     x_net: torch.Tensor
     x_lik: torch.Tensor
     mask: torch.Tensor
+    index: object
+    region: tuple
 
     def __len__(self):
         return len(self.x_net)
@@ -64,40 +68,65 @@ class ImageBatches:
 
     The stack may be a memory-mapped array: only one batch at a time is read.
     A stack that fits in one batch is converted once and kept on the device.
+    With a mask, each batch is cropped to the box around its masked pixels
+    plus a margin of context: pixels far from the mask cost time and change
+    nothing. Inference then goes image by image, so that an image's crop,
+    and hence its labels, do not depend on the other images.
     """
 
-    def __init__(self, X, mask, scaling, *, batch_size, device, dtype):
+    def __init__(self, X, mask, scaling, *, batch_size, device, dtype, margin=8):
         self.X, self.mask = X, mask
         self.batch_size, self.device, self.dtype = batch_size, device, dtype
+        self.margin = margin
         shape = (1, -1) + (1,) * (X.ndim - 2)
         self._center = self._tensor(scaling.center).reshape(shape)
         self._net_scale = self._tensor(scaling.channel_scale).reshape(shape)
         self._lik_scale = scaling.scale
-        self._whole = self._make(np.arange(len(X))) if len(X) <= batch_size else None
+        self._whole = self._make(slice(None)) if len(X) <= batch_size else None
 
     def _tensor(self, array):
         return torch.tensor(
             np.ascontiguousarray(array), dtype=self.dtype, device=self.device
         )
 
+    def _region(self, mask):
+        """Slices of the box around the masked pixels of ``mask`` (N, *S)."""
+        inside = mask.any(0)
+        if not inside.any():
+            return tuple(slice(None) for _ in inside.shape)
+        region = []
+        for axis, size in enumerate(inside.shape):
+            other = tuple(a for a in range(inside.ndim) if a != axis)
+            where = np.flatnonzero(inside.any(other))
+            region.append(
+                slice(max(where[0] - self.margin, 0), min(where[-1] + 1 + self.margin, size))
+            )
+        return tuple(region)
+
     def _make(self, index):
-        x = self._tensor(self.X[index]) - self._center
+        X = self.X[index]
         if self.mask is None:
+            region = ()
+            x = self._tensor(X) - self._center
             mask = torch.ones_like(x[:, 0])
         else:
-            mask = self._tensor(self.mask[index])
-        return Batch(x / self._net_scale, x / self._lik_scale, mask)
+            mask = self.mask[index]
+            region = self._region(mask)
+            x = self._tensor(X[(slice(None), slice(None), *region)]) - self._center
+            mask = self._tensor(mask[(slice(None), *region)])
+        return Batch(x / self._net_scale, x / self._lik_scale, mask, index, region)
 
     def __len__(self):
         return len(self.X)
 
     def ordered(self):
-        """All batches in order (for inference)."""
-        if self._whole is not None:
+        """All batches in order, for inference (single images with a mask)."""
+        if self._whole is not None and (self.mask is None or len(self.X) == 1):
             yield self._whole
             return
-        for start in range(0, len(self.X), self.batch_size):
-            yield self._make(np.arange(start, min(start + self.batch_size, len(self.X))))
+        step = self.batch_size if self.mask is None else 1
+        for start in range(0, len(self.X), step):
+            yield self._make(slice(start, min(start + step, len(self.X))))
 
     def shuffled(self, generator):
         """All batches in an order drawn from ``generator`` (for training)."""
@@ -137,6 +166,19 @@ def mixture_log_likelihood(
         log_mix = (nk / nk.sum(-1, keepdim=True)).log().unsqueeze(1)
     log_likelihood = torch.logsumexp(log_prob + log_mix, -1)
     return (log_likelihood * mask).sum(-1) / mask.sum(-1), means
+
+
+def soft_cross_entropy(logits, target_log_resp, batch):
+    """Per-image cross-entropy of the network's responsibilities to targets.
+
+    Returns
+    -------
+    cross_entropy : torch.Tensor of shape (B,)
+    """
+    log_w = batch.pixels(logits.log_softmax(1))
+    mask = batch.mask.flatten(1)
+    per_pixel = -(target_log_resp.exp() * log_w).sum(-1)
+    return (per_pixel * mask).sum(-1) / mask.sum(-1)
 
 
 def potts_energy(logits, batch):

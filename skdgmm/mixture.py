@@ -26,13 +26,14 @@ from ._layout import (
     masked_pixels,
     validate_input,
 )
-from ._networks import GaussianHead, build_network, unet_depth
+from ._networks import build_network, unet_depth
 from ._training import (
     ImageBatches,
     Scaling,
     mixture_log_likelihood,
     optimize,
     potts_energy,
+    soft_cross_entropy,
 )
 
 
@@ -51,35 +52,6 @@ def _resolve_device(device):
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def _gaussian_head(mixture, scaling, dtype):
-    """The GaussianHead whose posterior on network inputs is ``mixture``'s.
-
-    ``mixture`` is fitted in the likelihood's units; network inputs differ
-    from those by a per-channel factor, folded into the head's parameters.
-    """
-    n_components, n_features = mixture.means_.shape
-    eye = np.eye(n_features)
-    chol = mixture.precisions_cholesky_
-    chol = {
-        "full": lambda: chol,
-        "tied": lambda: np.broadcast_to(chol, (n_components, n_features, n_features)),
-        "diag": lambda: eye * chol[:, np.newaxis, :],
-        "spherical": lambda: eye * chol[:, np.newaxis, np.newaxis],
-    }[mixture.covariance_type]()
-    ratio = scaling.channel_scale / scaling.scale
-    log_det = np.log(np.abs(np.diagonal(chol, axis1=1, axis2=2))).sum(-1)
-    return GaussianHead(
-        *(
-            torch.as_tensor(a, dtype=dtype)
-            for a in (
-                mixture.means_ / ratio,
-                ratio[:, np.newaxis] * chol,
-                np.log(mixture.weights_) + log_det,
-            )
-        )
-    )
 
 
 def _precision_shape(covariance_type, n_components, n_features):
@@ -182,9 +154,11 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
     batch_size : int, default=8
         Images per mini-batch; tabular data is always one batch.
 
-    init_iter : int, default=100
-        EM iterations of the initial Gaussian mixture (started as
-        ``init_params`` says). The network starts from its responsibilities.
+    init_iter : int, default=20
+        Iterations fitting the network to the responsibilities of the initial
+        Gaussian mixture (fitted by EM, started as ``init_params`` says)
+        before the likelihood is optimized. Few iterations leave the network
+        with the smooth approximation it learns first: its spatial prior.
 
     mean_regularization : float, default=0.0
         Weight of the penalty ``sum_k ||m_k - mean_batch(mu_k)||^2`` (in units
@@ -325,7 +299,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         network_depth=3,
         learning_rate=1e-2,
         batch_size=8,
-        init_iter=100,
+        init_iter=20,
         mean_regularization=0.0,
         spatial_regularization=1.0,
         device="auto",
@@ -392,9 +366,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         """Train the network on the mixture likelihood of the pixels of X.
 
         The model is trained ``n_init`` times and the run with the lowest
-        final loss is kept. Each run starts the network from the
-        responsibilities of an initial Gaussian mixture (``init_params``,
-        then ``init_iter`` EM iterations), then minimises the negative
+        final loss is kept. Each run first fits the network to the
+        responsibilities of an initial Gaussian mixture (``init_params``, then
+        EM) for ``init_iter`` iterations, then minimises the negative
         log-likelihood for at most ``max_iter`` iterations or until
         it changes by less than ``tol``; otherwise a ``ConvergenceWarning`` is
         raised. With ``warm_start``, training continues from the fitted
@@ -451,21 +425,25 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             if warm:
                 network = copy.deepcopy(self.network_).to(self.device_)
                 mean_target = (self.means_ - self._scaling.center) / self._scaling.scale
+                pretraining = None
             else:
-                network, mean_target = self._initialize(
+                network, mean_target, pretraining = self._initialize(
                     pixels, layout, batches, random_state, generator
                 )
             loss_fn = self._likelihood_loss(mean_target, batches)
-            history = optimize(
-                network,
-                loss_fn,
-                batches,
-                learning_rate=self.learning_rate,
-                max_iter=self.max_iter,
-                tol=self.tol,
-                generator=generator,
-                on_iter=self._print_verbose_iter,
-            )
+            if pretraining is not None and pretraining.interrupted:
+                history = pretraining
+            else:
+                history = optimize(
+                    network,
+                    loss_fn,
+                    batches,
+                    learning_rate=self.learning_rate,
+                    max_iter=self.max_iter,
+                    tol=self.tol,
+                    generator=generator,
+                    on_iter=self._print_verbose_iter,
+                )
             loss, log_likelihood = self._evaluate(network, loss_fn, batches)
             self._print_verbose(
                 1,
@@ -493,12 +471,16 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         return self
 
     def _initialize(self, pixels, layout, batches, random_state, generator):
-        """A new network whose responsibilities are the initial mixture's.
+        """A new network trained towards the initial responsibilities.
 
-        The initial mixture is a GaussianMixture with this estimator's
-        ``init_params`` and ``*_init`` parameters, refined by ``init_iter``
-        EM iterations, on the pixels in the likelihood's units. Returns the
-        network and the target of the mean regularization.
+        The initial mixture is a GaussianMixture fitted by EM from this
+        estimator's ``init_params`` and ``*_init`` parameters, on the pixels in
+        the likelihood's units. The network is fitted to its posteriors for
+        ``init_iter`` iterations only: the smooth approximation a network
+        learns first is its spatial prior.
+
+        Returns the network, the target of the mean regularization and the
+        history of this pre-training.
         """
         scaling = self._scaling
         scaled = (pixels - scaling.center) / scaling.scale
@@ -518,7 +500,6 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                 covariance_type=self.covariance_type,
                 tol=self.tol,
                 reg_covar=self.reg_covar / scaling.scale**2,
-                max_iter=self.init_iter,
                 init_params=self.init_params,
                 weights_init=self.weights_init,
                 means_init=means_init,
@@ -526,14 +507,40 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                 random_state=random_state,
             ).fit(scaled)
         network = build_network(
-            _gaussian_head(initial, scaling, batches.dtype),
+            batches.X.shape[1],
+            self.n_components,
             kind="pixel" if layout.tabular else "unet",
             width=self.network_width,
             depth=unet_depth(batches.X.shape[2:], self.network_depth),
             spatial_dims=layout.network_dims,
             generator=generator,
+        ).to(device=self.device_, dtype=batches.dtype)
+
+        def as_tensor(array):
+            return torch.as_tensor(array, dtype=batches.dtype, device=self.device_)
+
+        means = as_tensor(initial.means_)[None]
+        precisions_chol = as_tensor(initial.precisions_cholesky_)[None]
+        log_weights = as_tensor(np.log(initial.weights_))
+
+        def pretraining_loss(network, batch):
+            log_prob = estimate_log_gaussian_prob(
+                batch.pixels(batch.x_lik), means, precisions_chol, self.covariance_type
+            )
+            target = (log_prob + log_weights).log_softmax(-1)
+            loss = soft_cross_entropy(network(batch.x_net), target, batch).mean()
+            return loss, torch.nan
+
+        history = optimize(
+            network,
+            pretraining_loss,
+            batches,
+            learning_rate=self.learning_rate,
+            max_iter=self.init_iter,
+            tol=0.0,
+            generator=generator,
         )
-        return network.to(self.device_), initial.means_
+        return network, initial.means_, history
 
     def _likelihood_loss(self, mean_target, batches):
         """The training loss: the mixture NLL plus the mean regularization."""
@@ -628,14 +635,13 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         if device.type != "cpu":
             network = copy.deepcopy(network).to(device)
         batches = self._batches(X, mask, layout, device)
+        resp = np.zeros((len(batches), self.n_components) + batches.X.shape[2:])
         with torch.no_grad():
-            resp = np.concatenate(
-                [
+            for batch in batches.ordered():
+                resp[(batch.index, slice(None), *batch.region)] = (
                     network(batch.x_net).softmax(1).cpu().numpy()
-                    for batch in batches.ordered()
-                ]
-            )
-        resp = channels_last(resp.astype(np.float64), layout)
+                )
+        resp = channels_last(resp, layout)
         if mask is not None:
             resp[~mask] = 0.0
         return X, mask, resp
