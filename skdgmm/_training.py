@@ -138,34 +138,58 @@ class ImageBatches:
             yield self._make(np.sort(order[start : start + self.batch_size]))
 
 
-def mixture_log_likelihood(
-    logits, batch, *, covariance_type, reg_covar, spatially_variant
+def mixture_energy(
+    logits, batch, *, covariance_type, reg_covar, spatially_variant, anchor=None
 ):
-    """Per-image mean log-likelihood of the masked pixels under the M-step.
+    """Per-image energy and log-likelihood of the masked pixels.
 
     The Gaussians are the closed-form M-step of the network's responsibilities
-    on each image, so the likelihood is differentiable in the network.
+    ``w`` on each image, so both are differentiable in the network. With an
+    ``anchor`` ``(a, weights, means, covariances)`` they are the convex
+    combination ``a * anchor + (1 - a) * M-step``: ``a = 1`` keeps fixed
+    Gaussians, ``a = 0`` is the paper's model.
+
+    The energy is, per pixel,
+
+    * deepG: the variational free energy ``sum_k w_k (log w_k - log pi_k
+      N_k(x))`` (the negative evidence lower bound of EM), whose minimum over
+      ``w``, reached at the posterior, is the negative log-likelihood;
+    * deepSVG: the negative log-likelihood ``-log sum_k w_k N_k(x)`` of the
+      spatially variant mixture, whose weights are ``w`` itself.
 
     Returns
     -------
-    log_likelihood : torch.Tensor of shape (B,)
+    energy, log_likelihood : torch.Tensor of shape (B,)
     means : torch.Tensor of shape (B, K, F)
     """
     log_w = batch.pixels(logits.log_softmax(1))  # (B, P, K)
+    w = log_w.exp()
     X = batch.pixels(batch.x_lik)
     mask = batch.mask.flatten(1)  # (B, P)
     nk, means, covariances = estimate_gaussian_parameters(
-        X, log_w.exp() * mask.unsqueeze(-1), reg_covar, covariance_type
+        X, w * mask.unsqueeze(-1), reg_covar, covariance_type
     )
+    weights = nk / nk.sum(-1, keepdim=True)
+    if anchor is not None and anchor[0] > 0:
+        a = anchor[0]
+        weights, means, covariances = (
+            a * fixed + (1 - a) * estimated
+            for fixed, estimated in zip(anchor[1:], (weights, means, covariances))
+        )
     log_prob = estimate_log_gaussian_prob(
         X, means, compute_precision_cholesky(covariances, covariance_type), covariance_type
     )
+    log_joint = log_prob + (log_w if spatially_variant else weights.log().unsqueeze(1))
+    log_likelihood = torch.logsumexp(log_joint, -1)
     if spatially_variant:
-        log_mix = log_w
+        energy = -log_likelihood
     else:
-        log_mix = (nk / nk.sum(-1, keepdim=True)).log().unsqueeze(1)
-    log_likelihood = torch.logsumexp(log_prob + log_mix, -1)
-    return (log_likelihood * mask).sum(-1) / mask.sum(-1), means
+        energy = (w * (log_w - log_joint)).sum(-1)
+
+    def masked_mean(per_pixel):
+        return (per_pixel * mask).sum(-1) / mask.sum(-1)
+
+    return masked_mean(energy), masked_mean(log_likelihood), means
 
 
 def soft_cross_entropy(logits, target_log_resp, batch):

@@ -30,7 +30,7 @@ from ._networks import build_network, unet_depth
 from ._training import (
     ImageBatches,
     Scaling,
-    mixture_log_likelihood,
+    mixture_energy,
     optimize,
     potts_energy,
     soft_cross_entropy,
@@ -140,11 +140,11 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         Spatial dimensions of image stacks: 2 for ``(n, H, W[, C])``, 3 for
         volumes ``(n, D, H, W[, C])``. Ignored for 2-D (tabular) input.
 
-    network_width : int, default=16
+    network_width : int, default=8
         Channels of the first layer of the network (doubled at each level of
         the U-Net).
 
-    network_depth : int, default=3
+    network_depth : int, default=2
         Maximum number of down-sampling steps of the U-Net; reduced for small
         images.
 
@@ -164,14 +164,24 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         Weight of the penalty ``sum_k ||m_k - mean_batch(mu_k)||^2`` (in units
         of the input's spread) pulling the per-image means towards ``m``: the
         ``means_init`` when given, otherwise the initial means. It keeps the
-        class order the same across images.
+        class order the same across images. It acts through the M-step, so
+        only when ``em_anchor < 1``.
 
-    spatial_regularization : float, default=1.0
+    spatial_regularization : float, default=4.0
         Weight of the Potts energy: the probability, averaged over pairs of
         neighbouring pixels in the mask, that their labels differ. It makes
         the network minimise a posterior energy (likelihood plus a Markov
         random field prior) rather than the likelihood alone, which favours
         spatially coherent regions. No effect on tabular data.
+
+    em_anchor : float in [0, 1], default=1.0
+        How much the Gaussians of the loss stay at the initial EM fit: they
+        are ``em_anchor * EM + (1 - em_anchor) * M-step of the network's
+        responsibilities``. 0 is the paper's model, where the Gaussians follow
+        the network freely; it can find better tissue classes, and can also
+        drift away from them (thin or small classes merge). 1 keeps the EM
+        Gaussians and lets the network shape only the responsibilities: a
+        Potts-regularised posterior, never far from EM.
 
     device : str or torch.device, default="auto"
         Where to train: "auto" picks CUDA, then MPS, then the CPU.
@@ -273,6 +283,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         "init_iter": [Interval(Integral, 0, None, closed="left")],
         "mean_regularization": [Interval(Real, 0.0, None, closed="left")],
         "spatial_regularization": [Interval(Real, 0.0, None, closed="left")],
+        "em_anchor": [Interval(Real, 0.0, 1.0, closed="both")],
         "device": [str, torch.device],
     }
 
@@ -295,13 +306,14 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         verbose_interval=10,
         spatially_variant=False,
         spatial_dims=2,
-        network_width=16,
-        network_depth=3,
+        network_width=8,
+        network_depth=2,
         learning_rate=1e-2,
         batch_size=8,
         init_iter=20,
         mean_regularization=0.0,
-        spatial_regularization=1.0,
+        spatial_regularization=4.0,
+        em_anchor=1.0,
         device="auto",
     ):
         self.n_components = n_components
@@ -327,6 +339,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         self.init_iter = init_iter
         self.mean_regularization = mean_regularization
         self.spatial_regularization = spatial_regularization
+        self.em_anchor = em_anchor
         self.device = device
 
     # -- input ---------------------------------------------------------------
@@ -424,13 +437,12 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             )
             if warm:
                 network = copy.deepcopy(self.network_).to(self.device_)
-                mean_target = (self.means_ - self._scaling.center) / self._scaling.scale
-                pretraining = None
+                initial, pretraining = self._initial_gaussians, None
             else:
-                network, mean_target, pretraining = self._initialize(
+                network, initial, pretraining = self._initialize(
                     pixels, layout, batches, random_state, generator
                 )
-            loss_fn = self._likelihood_loss(mean_target, batches)
+            loss_fn = self._likelihood_loss(initial, batches)
             if pretraining is not None and pretraining.interrupted:
                 history = pretraining
             else:
@@ -451,11 +463,11 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                 f" lower bound {log_likelihood:.5f}.",
             )
             if best is None or loss < best[0]:
-                best = (loss, log_likelihood, network.cpu(), history)
+                best = (loss, log_likelihood, network.cpu(), history, initial)
             if history.interrupted:
                 break
 
-        _, self.lower_bound_, self.network_, history = best
+        _, self.lower_bound_, self.network_, history, self._initial_gaussians = best
         self.converged_ = history.converged
         self.n_iter_ = history.n_iter
         self.lower_bounds_ = history.log_likelihoods
@@ -479,8 +491,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         ``init_iter`` iterations only: the smooth approximation a network
         learns first is its spatial prior.
 
-        Returns the network, the target of the mean regularization and the
-        history of this pre-training.
+        Returns the network, the initial Gaussians (weights, means and
+        covariances, in the likelihood's units) and the history of this
+        pre-training.
         """
         scaling = self._scaling
         scaled = (pixels - scaling.center) / scaling.scale
@@ -540,29 +553,41 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             tol=0.0,
             generator=generator,
         )
-        return network, initial.means_, history
+        gaussians = (initial.weights_, initial.means_, initial.covariances_)
+        return network, gaussians, history
 
-    def _likelihood_loss(self, mean_target, batches):
-        """The training loss: the mixture NLL plus the mean regularization."""
-        target = torch.as_tensor(mean_target, dtype=batches.dtype, device=self.device_)
-        strength = self.mean_regularization
+    def _likelihood_loss(self, initial, batches):
+        """The training loss: the mixture's energy plus the Potts energy and
+        the mean regularization (see :func:`mixture_energy`)."""
+
+        def as_tensor(array):
+            return torch.as_tensor(array, dtype=batches.dtype, device=self.device_)
+
+        anchor = (self.em_anchor, *(as_tensor(p)[None] for p in initial))
+        if self.means_init is None:
+            mean_target = anchor[2][0]
+        else:
+            scaling = self._scaling
+            mean_target = as_tensor((self.means_init - scaling.center) / scaling.scale)
         # tabular samples have no neighbours
         smoothing = 0.0 if self._layout.tabular else self.spatial_regularization
+        strength = self.mean_regularization
 
         def loss_fn(network, batch):
             logits = network(batch.x_net)
-            log_likelihood, means = mixture_log_likelihood(
+            energy, log_likelihood, means = mixture_energy(
                 logits,
                 batch,
                 covariance_type=self.covariance_type,
                 reg_covar=self.reg_covar / self._scaling.scale**2,
                 spatially_variant=self.spatially_variant,
+                anchor=anchor,
             )
-            loss = -log_likelihood.mean()
+            loss = energy.mean()
             if smoothing:
                 loss = loss + smoothing * potts_energy(logits, batch).mean()
             if strength:
-                loss = loss + strength * (means.mean(0) - target).square().sum()
+                loss = loss + strength * (means.mean(0) - mean_target).square().sum()
             return loss, log_likelihood.mean().detach()
 
         return loss_fn
@@ -579,7 +604,11 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         return loss / len(batches), log_likelihood / len(batches)
 
     def _set_gaussian_parameters(self, batches):
-        """Fitted Gaussians: the M-step of the network over all training pixels."""
+        """Fitted Gaussians, as the loss sees them over all training pixels.
+
+        The M-step of the network's responsibilities, combined with the
+        initial EM Gaussians by ``em_anchor``.
+        """
         resp, pixels = [], []
         network = self.network_.to(self.device_)
         with torch.no_grad():
@@ -594,9 +623,16 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         nk, means, covariances = estimate_gaussian_parameters(
             pixels, resp, self.reg_covar / scale**2, self.covariance_type
         )
+        a = self.em_anchor
+        weights, means, covariances = (
+            a * torch.as_tensor(fixed, dtype=torch.float64)[None] + (1 - a) * estimated
+            for fixed, estimated in zip(
+                self._initial_gaussians, (nk / nk.sum(), means, covariances)
+            )
+        )
         precisions_chol = compute_precision_cholesky(covariances, self.covariance_type)
         precisions = precisions_from_cholesky(precisions_chol, self.covariance_type)
-        self.weights_ = (nk / nk.sum()).numpy()[0]
+        self.weights_ = weights.numpy()[0]
         self.means_ = means.numpy()[0] * scale + self._scaling.center
         self.covariances_ = covariances.numpy()[0] * scale**2
         self.precisions_cholesky_ = precisions_chol.numpy()[0] / scale
