@@ -1,14 +1,12 @@
 """EM for the spatially variant Gaussian mixture model (the classical baseline)."""
 
 import warnings
-from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._gaussian import (
@@ -17,6 +15,7 @@ from ._gaussian import (
     estimate_log_gaussian_prob,
 )
 from ._layout import masked_pixels, validate_input
+from .mixture import DeepGaussianMixture
 
 
 class SpatiallyVariantGaussianMixture(BaseEstimator):
@@ -63,13 +62,16 @@ class SpatiallyVariantGaussianMixture(BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "n_components": [Interval(Integral, 1, None, closed="left")],
-        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
-        "tol": [Interval(Real, 0.0, None, closed="left")],
-        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
-        "max_iter": [Interval(Integral, 0, None, closed="left")],
-        "random_state": ["random_state"],
-        "spatial_dims": [Interval(Integral, 2, 3, closed="both")],
+        name: DeepGaussianMixture._parameter_constraints[name]
+        for name in (
+            "n_components",
+            "covariance_type",
+            "tol",
+            "reg_covar",
+            "max_iter",
+            "random_state",
+            "spatial_dims",
+        )
     }
 
     def __init__(
