@@ -253,7 +253,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
     >>> labels = dgmm.fit_predict(images)
     >>> labels.shape
     (2, 32, 32)
-    >>> np.round(np.sort(dgmm.means_.ravel()), 1)
+    >>> np.round(np.sort(dgmm.means_.ravel()), 1) + 0.0
     array([0., 1.])
     """
 
