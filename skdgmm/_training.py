@@ -41,6 +41,13 @@ class Batch:
         """``(B, C, *spatial)`` -> ``(B, P, C)``."""
         return tensor.flatten(2).mT
 
+    def image_mean(self, values):
+        """Mean over the images of per-image values (B, ...), leaving out
+        images without pixels in the mask."""
+        counted = (self.mask.flatten(1).sum(-1) > 0).to(values.dtype)
+        counted = counted.reshape(counted.shape + (1,) * (values.ndim - 1))
+        return (values * counted).sum(0) / counted.sum(0).clamp_min(1)
+
 
 @dataclass
 class Scaling:
@@ -187,7 +194,7 @@ def mixture_energy(
         energy = (w * (log_w - log_joint)).sum(-1)
 
     def masked_mean(per_pixel):
-        return (per_pixel * mask).sum(-1) / mask.sum(-1)
+        return (per_pixel * mask).sum(-1) / mask.sum(-1).clamp_min(1)
 
     return masked_mean(energy), masked_mean(log_likelihood), means
 
@@ -202,7 +209,7 @@ def soft_cross_entropy(logits, target_log_resp, batch):
     log_w = batch.pixels(logits.log_softmax(1))
     mask = batch.mask.flatten(1)
     per_pixel = -(target_log_resp.exp() * log_w).sum(-1)
-    return (per_pixel * mask).sum(-1) / mask.sum(-1)
+    return (per_pixel * mask).sum(-1) / mask.sum(-1).clamp_min(1)
 
 
 def potts_energy(logits, batch):

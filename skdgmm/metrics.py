@@ -66,7 +66,7 @@ def match_labels(y_true, y_pred, labels, clusters):
     )
     # a label and a cluster both absent agree perfectly
     rows, cols = linear_sum_assignment(np.nan_to_num(dice, nan=1.0), maximize=True)
-    y_matched = np.full_like(y_pred, -1)
+    y_matched = np.full(y_pred.shape, -1, dtype=np.result_type(np.asarray(labels).dtype, np.int8))
     for row, col in zip(rows, cols):
         y_matched[y_pred == clusters[col]] = labels[row]
     return y_matched

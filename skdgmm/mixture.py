@@ -28,6 +28,7 @@ from ._layout import (
 )
 from ._networks import build_network, unet_depth
 from ._training import (
+    History,
     ImageBatches,
     Scaling,
     mixture_energy,
@@ -38,15 +39,26 @@ from ._training import (
 
 
 def _resolve_device(device):
-    """``"auto"`` -> cuda, then mps, then cpu; anything else as torch reads it."""
+    """``"auto"`` -> cuda, then mps, then cpu; anything else as torch reads it.
+
+    Raises
+    ------
+    ValueError
+        If ``device`` is not a device name or is not available here.
+    """
     if device != "auto":
         try:
-            return torch.device(device)
+            device = torch.device(device)
         except RuntimeError as error:
             raise ValueError(
                 f"device must be 'auto' or a torch device such as 'cpu', 'cuda', "
                 f"'cuda:1' or 'mps'; got {device!r}."
             ) from error
+        try:
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError) as error:
+            raise ValueError(f"Device {str(device)!r} is not available here.") from error
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():
@@ -210,8 +222,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         Training iterations of the best initialization.
 
     lower_bound_ : float
-        Mean log-likelihood per training pixel at the last iteration of the
-        best initialization (under the per-image M-step).
+        Log-likelihood per pixel of the best initialization's final network,
+        averaged over the training images (under the Gaussians of the loss,
+        per image), in the units of the input.
 
     lower_bounds_ : list of float
         ``lower_bound_`` at each iteration.
@@ -362,7 +375,10 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                 )
 
     def _batches(self, X, mask, layout, device):
-        dtype = torch.float64 if layout.tabular else torch.float32
+        # tabular problems are small and exactly GaussianMixture's: float64,
+        # where the device has it
+        double = layout.tabular and device.type != "mps"
+        dtype = torch.float64 if double else torch.float32
         return ImageBatches(
             channels_first(X, layout),
             None if mask is None else mask_channels_first(mask, layout),
@@ -398,8 +414,10 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
 
         mask : array-like of bool, shape ``X.shape[:1 + spatial_dims]``, \
                 default=None
-            Pixels to model (True); the others only give context to the
-            network. Tabular data takes a mask of shape ``(n_samples,)``.
+            Pixels to model (True). The others never enter the Gaussians;
+            those within 8 pixels of the mask's bounding box are seen by the
+            network as context. Tabular data takes a mask of shape
+            ``(n_samples,)``.
 
         Returns
         -------
@@ -407,19 +425,19 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             The fitted mixture.
         """
         warm = self.warm_start and hasattr(self, "network_")
-        previous_layout = getattr(self, "_layout", None)
-        X, mask, layout = validate_input(self, X, mask, reset=True)
-        if warm and layout != previous_layout:
+        if warm and self.n_components != len(self.means_):
             raise ValueError(
-                "warm_start needs X with the layout of the previous fit; "
-                f"got an array of shape {X.shape}."
+                f"warm_start continues the fitted model of {len(self.means_)} "
+                f"components; n_components is now {self.n_components}."
             )
+        # a warm start continues the fitted model: X must match it
+        X, mask, layout = validate_input(self, X, mask, reset=not warm)
         pixels = masked_pixels(X, mask, layout)
-        if len(pixels) < self.n_components:
+        if len(pixels) < max(2, self.n_components):
             raise ValueError(
-                f"Expected n_samples >= n_components but got n_components = "
-                f"{self.n_components}, n_samples = {len(pixels)} (pixels inside "
-                "the mask)."
+                f"Expected n_samples >= n_components and at least 2 samples but "
+                f"got n_components = {self.n_components}, n_samples = "
+                f"{len(pixels)} (pixels inside the mask)."
             )
         self._check_initial_parameters(pixels.shape[1])
 
@@ -444,7 +462,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                 )
             loss_fn = self._likelihood_loss(initial, batches)
             if pretraining is not None and pretraining.interrupted:
-                history = pretraining
+                history = History(interrupted=True)
             else:
                 history = optimize(
                     network,
@@ -467,10 +485,13 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             if history.interrupted:
                 break
 
-        _, self.lower_bound_, self.network_, history, self._initial_gaussians = best
+        _, lower_bound, self.network_, history, self._initial_gaussians = best
+        # from the likelihood's units to the input's
+        log_scale = self.n_features_in_ * np.log(self._scaling.scale)
+        self.lower_bound_ = lower_bound - log_scale
         self.converged_ = history.converged
         self.n_iter_ = history.n_iter
-        self.lower_bounds_ = history.log_likelihoods
+        self.lower_bounds_ = [value - log_scale for value in history.log_likelihoods]
         self.loss_curve_ = history.losses
         self._set_gaussian_parameters(batches)
         if not self.converged_ and self.max_iter > 0 and not history.interrupted:
@@ -541,7 +562,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                 batch.pixels(batch.x_lik), means, precisions_chol, self.covariance_type
             )
             target = (log_prob + log_weights).log_softmax(-1)
-            loss = soft_cross_entropy(network(batch.x_net), target, batch).mean()
+            loss = batch.image_mean(soft_cross_entropy(network(batch.x_net), target, batch))
             return loss, torch.nan
 
         history = optimize(
@@ -583,12 +604,12 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                 spatially_variant=self.spatially_variant,
                 anchor=anchor,
             )
-            loss = energy.mean()
+            loss = batch.image_mean(energy)
             if smoothing:
-                loss = loss + smoothing * potts_energy(logits, batch).mean()
+                loss = loss + smoothing * batch.image_mean(potts_energy(logits, batch))
             if strength:
-                loss = loss + strength * (means.mean(0) - mean_target).square().sum()
-            return loss, log_likelihood.mean().detach()
+                loss = loss + strength * (batch.image_mean(means) - mean_target).square().sum()
+            return loss, batch.image_mean(log_likelihood).detach()
 
         return loss_fn
 
@@ -653,8 +674,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         missing here (a model trained on a GPU used on a machine without)."""
         try:
             device = _resolve_device(self.device)
-            torch.empty(0, device=device)
-        except (RuntimeError, AssertionError):
+        except ValueError:
             warnings.warn(
                 f"Device {self.device!r} is not available here; using the CPU.",
                 UserWarning,
@@ -667,10 +687,10 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         X, mask, layout = validate_input(self, X, mask, reset=False)
         device = self._inference_device()
+        batches = self._batches(X, mask, layout, device)
         network = self.network_
         if device.type != "cpu":
-            network = copy.deepcopy(network).to(device)
-        batches = self._batches(X, mask, layout, device)
+            network = copy.deepcopy(network).to(device=device, dtype=batches.dtype)
         resp = np.zeros((len(batches), self.n_components) + batches.X.shape[2:])
         with torch.no_grad():
             for batch in batches.ordered():

@@ -12,8 +12,10 @@ from ._layout import masked_pixels, validate_input
 
 
 def _estimator_has(method):
+    """The fitted estimator has ``method`` (the unfitted one before fit)."""
+
     def check(self):
-        getattr(self.estimator, method)
+        getattr(getattr(self, "estimator_", self.estimator), method)
         return True
 
     return check

@@ -25,6 +25,9 @@ def test_match_labels_is_invariant_to_cluster_names(rng):
     # an absent label is matched to an absent cluster
     matched = match_labels(truth, clusters, [0, 1, 2, 3], [5, 9, 7, 8])
     assert_array_equal(matched, truth)
+    # unsigned predictions (a thresholded mask, say) can take the -1
+    binary = (truth > 0).astype(np.uint8)
+    assert_array_equal(match_labels(binary, binary, [1], [1]), np.where(binary, 1, -1))
 
 
 def test_bic_scorer_is_negative_bic_also_in_a_pipeline(rng):

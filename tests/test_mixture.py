@@ -220,17 +220,56 @@ def test_keyboard_interrupt_keeps_a_usable_model(images, monkeypatch):
 
     def interrupting_step(self, *args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == interrupt_at:
             raise KeyboardInterrupt
         return step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", interrupting_step)
+    # two pre-training steps, two training steps, then Ctrl-C
+    interrupt_at = 5
     with pytest.warns(UserWarning, match="interrupted"):
-        model = _model(3, max_iter=50, tol=0, n_init=3).fit(X)
+        model = _model(3, init_iter=2, max_iter=50, tol=0, n_init=3).fit(X)
     assert not model.converged_ and model.n_iter_ == 2
+    assert len(model.lower_bounds_) == 2 and np.isfinite(model.lower_bounds_).all()
+    assert model.predict(X).shape == X.shape
+    # during pre-training: no training history, still a usable model
+    calls.clear()
+    interrupt_at = 2
+    with pytest.warns(UserWarning, match="interrupted"):
+        model = _model(3, init_iter=5).fit(X)
+    assert model.n_iter_ == 0 and model.lower_bounds_ == [] and model.loss_curve_ == []
     assert model.predict(X).shape == X.shape
     monkeypatch.undo()
     assert _model(3).fit(X).predict(X).shape == X.shape
+
+
+def test_lower_bound_is_in_input_units(images):
+    X, _ = images
+    # with the Gaussians kept at EM, the loss's likelihood is score's
+    model = _model(3).fit(1000 * X[:1] + 50)
+    assert model.lower_bound_ == pytest.approx(model.score(1000 * X[:1] + 50), abs=1e-3)
+
+
+def test_an_image_without_masked_pixels_is_left_out(images):
+    X, labels = images
+    mask = labels > 0
+    mask[1] = False
+    model = _model(2, batch_size=3).fit(X, mask=mask)
+    assert np.isfinite(model.loss_curve_).all() and np.isfinite(model.means_).all()
+    assert (model.predict(X, mask=mask)[1] == -1).all()
+
+
+def test_warm_start_rejects_another_problem(images, rng):
+    X, _ = images
+    model = _model(3, warm_start=True).fit(X)
+    labels = model.predict(X)
+    with pytest.raises(ValueError, match="channels"):
+        model.fit(np.stack([X, X], axis=-1))
+    with pytest.raises(ValueError, match="fitted on 2-D images"):
+        model.fit(rng.standard_normal((30, 1)))
+    with pytest.raises(ValueError, match="n_components is now 2"):
+        model.set_params(n_components=2).fit(X)
+    assert_array_equal(model.set_params(n_components=3).predict(X), labels)
 
 
 def test_mean_regularization_pulls_means_to_means_init(images):
@@ -279,6 +318,9 @@ def test_dtypes_and_device(images):
     assert next(model.network_.parameters()).device.type == "cpu"
     with pytest.raises(ValueError, match="device must be"):
         _model(2, device="not-a-device").fit(X)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda' is not available"):
+            _model(2, device="cuda").fit(X)
 
 
 def test_verbose_prints_progress(images, capsys):
