@@ -147,19 +147,8 @@ def evaluate(benchmark, methods):
             warnings.simplefilter("ignore", ConvergenceWarning)
             labels = METHODS[name](benchmark)
         seconds = (time.perf_counter() - start) / len(benchmark.images)
-        dice = np.array([slice_dice(benchmark, i, labels[i]) for i in range(len(labels))])
-        per_class = dice.mean(0)
-        rows.append(
-            dict(
-                dataset=benchmark.name,
-                method=name,
-                dice={str(c): float(d) for c, d in zip(benchmark.scored, per_class)},
-                mean_dice=float(per_class.mean()),
-                seconds_per_image=seconds,
-                n_images=len(labels),
-            )
-        )
-        print(_row(rows[-1]), flush=True)
+        dice = [slice_dice(benchmark, i, labels[i]) for i in range(len(labels))]
+        rows.append(_result(benchmark.name, name, benchmark.scored, dice, seconds))
     return rows
 
 
@@ -208,21 +197,25 @@ def evaluate_with_prior(benchmark, n_labelled=3):
             warnings.simplefilter("ignore", ConvergenceWarning)
             labels = per_slice(lambda b, X, mask: make(b.n_components, means).fit_predict(X, mask=mask))(rest)
         seconds = (time.perf_counter() - start) / len(rest.images)
-        dice = np.array(
-            [slice_dice(rest, i, labels[i], matched=False) for i in range(len(labels))]
-        ).mean(0)
-        rows.append(
-            dict(
-                dataset=f"{benchmark.name}, means_init from {n_labelled} slices, no matching",
-                method=name,
-                dice={str(c): float(d) for c, d in zip(rest.scored, dice)},
-                mean_dice=float(dice.mean()),
-                seconds_per_image=seconds,
-                n_images=len(labels),
-            )
-        )
-        print(_row(rows[-1]), flush=True)
+        dice = [slice_dice(rest, i, labels[i], matched=False) for i in range(len(labels))]
+        dataset = f"{benchmark.name}, means_init from {n_labelled} slices, no matching"
+        rows.append(_result(dataset, name, rest.scored, dice, seconds))
     return rows
+
+
+def _result(dataset, method, scored, dice, seconds):
+    """One row of results from per-slice Dice (slices x scored classes)."""
+    per_class = np.mean(dice, axis=0)
+    row = dict(
+        dataset=dataset,
+        method=method,
+        dice={str(c): float(d) for c, d in zip(scored, per_class)},
+        mean_dice=float(per_class.mean()),
+        seconds_per_image=seconds,
+        n_images=len(dice),
+    )
+    print(_row(row), flush=True)
+    return row
 
 
 def _row(row):
