@@ -57,7 +57,9 @@ def load_myops():
     for image, mask in zip(images, masks):
         low, high = np.percentile(image[mask], [0.5, 99.5], axis=0)
         image[:] = np.clip((image - low) / (high - low), -0.5, 1.5)
-    return Benchmark("MyoPS", images, masks, labels, [3, 4, 5], [3, 4, 5], data["case_id"])
+    return Benchmark(
+        "MyoPS", images, masks, labels, [3, 4, 5], [3, 4, 5], data["case_id"]
+    )
 
 
 def load_emidec():

@@ -19,15 +19,14 @@ import time
 import warnings
 from pathlib import Path
 
+import datasets
 import numpy as np
+from quality import _deep, class_means, slice_dice
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from skdgmm import PixelwiseMixture
 from skdgmm.svgmm import SpatiallyVariantGaussianMixture
-
-import datasets
-from quality import _deep, class_means, slice_dice
 
 PAPER = dict(covariance_type="diag", em_anchor=0.0, spatial_regularization=0.0)
 
@@ -64,7 +63,10 @@ def multi_image(strength):
         labels, nll = np.empty(benchmark.masks.shape, int), []
         for test in (halves, ~halves):
             train = np.flatnonzero(~test)
-            first = [train[benchmark.groups[train] == g][0] for g in np.unique(benchmark.groups[train])]
+            first = [
+                train[benchmark.groups[train] == g][0]
+                for g in np.unique(benchmark.groups[train])
+            ]
             model = _deep(
                 n_components=4,
                 spatially_variant=True,
@@ -73,7 +75,9 @@ def multi_image(strength):
                 **PAPER,
             )
             model.fit(benchmark.images[~test], mask=benchmark.masks[~test])
-            labels[test] = model.predict(benchmark.images[test], mask=benchmark.masks[test])
+            labels[test] = model.predict(
+                benchmark.images[test], mask=benchmark.masks[test]
+            )
             nll.append(-model.score(benchmark.images[test], mask=benchmark.masks[test]))
         return labels, float(np.mean(nll))
 
@@ -82,16 +86,22 @@ def multi_image(strength):
 
 METHODS = {
     "EM-GMM": single_image(
-        lambda: PixelwiseMixture(GaussianMixture(4, covariance_type="diag", random_state=0))
+        lambda: PixelwiseMixture(
+            GaussianMixture(4, covariance_type="diag", random_state=0)
+        )
     ),
     "deepG (paper)": single_image(lambda: _deep(n_components=4, **PAPER)),
     "deepG (skdgmm defaults, diag)": single_image(
         lambda: _deep(n_components=4, covariance_type="diag")
     ),
     "EM-SVGMM": single_image(
-        lambda: SpatiallyVariantGaussianMixture(4, covariance_type="diag", random_state=0)
+        lambda: SpatiallyVariantGaussianMixture(
+            4, covariance_type="diag", random_state=0
+        )
     ),
-    "deepSVG (paper)": single_image(lambda: _deep(n_components=4, spatially_variant=True, **PAPER)),
+    "deepSVG (paper)": single_image(
+        lambda: _deep(n_components=4, spatially_variant=True, **PAPER)
+    ),
     "multi-image deepSVG, λ=0": multi_image(0.0),
     "multi-image deepSVG, λ=1": multi_image(1.0),
 }
@@ -99,7 +109,9 @@ METHODS = {
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "paper"))
+    parser.add_argument(
+        "--output", default=str(Path(__file__).parent / "results" / "paper")
+    )
     args = parser.parse_args()
     if not datasets.available():
         print(f"skipped: the benchmark data is not in {datasets.DATA}")
@@ -117,13 +129,24 @@ def main():
             warnings.simplefilter("ignore", ConvergenceWarning)
             labels, nll = run(benchmark)
         seconds = (time.perf_counter() - start) / len(labels)
-        matched = np.array([slice_dice(benchmark, i, labels[i]) for i in range(len(labels))]).mean(0)
+        matched = np.array(
+            [slice_dice(benchmark, i, labels[i]) for i in range(len(labels))]
+        ).mean(0)
         unmatched = np.array(
-            [slice_dice(benchmark, i, labels[i], matched=False) for i in range(len(labels))]
+            [
+                slice_dice(benchmark, i, labels[i], matched=False)
+                for i in range(len(labels))
+            ]
         ).mean(0)
         rows.append(
-            dict(method=name, dice=matched.tolist(), mean_dice=float(matched.mean()),
-                 mean_dice_unmatched=float(unmatched.mean()), nll=nll, seconds_per_image=seconds)
+            dict(
+                method=name,
+                dice=matched.tolist(),
+                mean_dice=float(matched.mean()),
+                mean_dice_unmatched=float(unmatched.mean()),
+                nll=nll,
+                seconds_per_image=seconds,
+            )
         )
         print(
             f"| {name} | {' / '.join(f'{d:.3f}' for d in matched)} | {matched.mean():.3f} | "

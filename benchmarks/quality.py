@@ -37,6 +37,7 @@ import time
 import warnings
 from pathlib import Path
 
+import datasets
 import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_multiotsu
@@ -46,8 +47,6 @@ from sklearn.mixture import GaussianMixture
 from skdgmm import DeepGaussianMixture, PixelwiseMixture
 from skdgmm.metrics import dice_score, match_labels
 from skdgmm.svgmm import SpatiallyVariantGaussianMixture
-
-import datasets
 
 
 def slice_dice(benchmark, i, labels, matched=True):
@@ -71,7 +70,9 @@ def per_slice(make_labels):
     def run(benchmark):
         labels = np.empty(benchmark.masks.shape, int)
         for i in range(len(benchmark.images)):
-            labels[i] = make_labels(benchmark, benchmark.images[i : i + 1], benchmark.masks[i : i + 1])[0]
+            labels[i] = make_labels(
+                benchmark, benchmark.images[i : i + 1], benchmark.masks[i : i + 1]
+            )[0]
         return labels
 
     return run
@@ -101,7 +102,9 @@ def svgmm(benchmark, X, mask):
 
 def deep(spatially_variant):
     def segment(benchmark, X, mask):
-        model = _deep(n_components=benchmark.n_components, spatially_variant=spatially_variant)
+        model = _deep(
+            n_components=benchmark.n_components, spatially_variant=spatially_variant
+        )
         return model.fit_predict(X, mask=mask)
 
     return segment
@@ -115,9 +118,13 @@ def amortized(spatially_variant):
         halves = np.isin(benchmark.groups, patients[: len(patients) // 2])
         labels = np.empty(benchmark.masks.shape, int)
         for test in (halves, ~halves):
-            model = _deep(n_components=benchmark.n_components, spatially_variant=spatially_variant)
+            model = _deep(
+                n_components=benchmark.n_components, spatially_variant=spatially_variant
+            )
             model.fit(benchmark.images[~test], mask=benchmark.masks[~test])
-            labels[test] = model.predict(benchmark.images[test], mask=benchmark.masks[test])
+            labels[test] = model.predict(
+                benchmark.images[test], mask=benchmark.masks[test]
+            )
         return labels
 
     return run
@@ -156,9 +163,9 @@ def class_means(benchmark, index):
     """Mean of each class over the masked pixels of the slices ``index``."""
     images, labels = benchmark.images[index], benchmark.labels[index]
     inside = benchmark.masks[index]
-    return np.array([images[inside & (labels == c)].mean(0) for c in benchmark.classes]).reshape(
-        benchmark.n_components, -1
-    )
+    return np.array(
+        [images[inside & (labels == c)].mean(0) for c in benchmark.classes]
+    ).reshape(benchmark.n_components, -1)
 
 
 PRIOR_METHODS = {
@@ -186,7 +193,9 @@ def evaluate_with_prior(benchmark, n_labelled=3):
     class means; every other slice is segmented on its own and scored
     without matching (component k is class k).
     """
-    first = [np.flatnonzero(benchmark.groups == g)[0] for g in np.unique(benchmark.groups)]
+    first = [
+        np.flatnonzero(benchmark.groups == g)[0] for g in np.unique(benchmark.groups)
+    ]
     labelled = first[:n_labelled]
     means = class_means(benchmark, labelled)
     rest = benchmark.subset(np.setdiff1d(np.arange(len(benchmark.images)), labelled))
@@ -195,9 +204,13 @@ def evaluate_with_prior(benchmark, n_labelled=3):
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            labels = per_slice(lambda b, X, mask: make(b.n_components, means).fit_predict(X, mask=mask))(rest)
+            labels = per_slice(
+                lambda b, X, mask: make(b.n_components, means).fit_predict(X, mask=mask)
+            )(rest)
         seconds = (time.perf_counter() - start) / len(rest.images)
-        dice = [slice_dice(rest, i, labels[i], matched=False) for i in range(len(labels))]
+        dice = [
+            slice_dice(rest, i, labels[i], matched=False) for i in range(len(labels))
+        ]
         dataset = f"{benchmark.name}, means_init from {n_labelled} slices, no matching"
         rows.append(_result(dataset, name, rest.scored, dice, seconds))
     return rows
@@ -226,7 +239,9 @@ def _row(row):
     )
 
 
-HEADER = "| data | method | mean Dice | Dice per class | s / image |\n|---|---|---|---|---|"
+HEADER = (
+    "| data | method | mean Dice | Dice per class | s / image |\n|---|---|---|---|---|"
+)
 
 
 def main():
@@ -237,7 +252,9 @@ def main():
     parser.add_argument(
         "--prior", action="store_true", help="also the means_init protocol on MyoPS"
     )
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "quality"))
+    parser.add_argument(
+        "--output", default=str(Path(__file__).parent / "results" / "quality")
+    )
     args = parser.parse_args()
     if not datasets.available():
         print(f"skipped: the benchmark data is not in {datasets.DATA}")
@@ -254,7 +271,9 @@ def main():
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(rows, indent=2))
-    output.with_suffix(".md").write_text("\n".join([HEADER] + [_row(r) for r in rows]) + "\n")
+    output.with_suffix(".md").write_text(
+        "\n".join([HEADER] + [_row(r) for r in rows]) + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -20,14 +20,17 @@ def _demo(args):
     for name, segment in [
         (
             "DeepGaussianMixture",
-            lambda: DeepGaussianMixture(2, random_state=0, device=args.device)
-            .fit_predict(image[None])[0],
+            lambda: DeepGaussianMixture(
+                2, random_state=0, device=args.device
+            ).fit_predict(image[None])[0],
         ),
         (
             "GaussianMixture",
-            lambda: GaussianMixture(2, random_state=0)
-            .fit_predict(image.reshape(-1, 1))
-            .reshape(image.shape),
+            lambda: (
+                GaussianMixture(2, random_state=0)
+                .fit_predict(image.reshape(-1, 1))
+                .reshape(image.shape)
+            ),
         ),
     ]:
         start = time.perf_counter()

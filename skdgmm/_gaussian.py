@@ -92,9 +92,7 @@ def estimate_gaussian_parameters(X, resp, reg_covar, covariance_type):
     """
     nk = resp.sum(-2) + 10 * torch.finfo(resp.dtype).eps
     means = (resp.mT @ X) / nk.unsqueeze(-1)
-    covariances = _ESTIMATE_COVARIANCES[covariance_type](
-        resp, X, nk, means, reg_covar
-    )
+    covariances = _ESTIMATE_COVARIANCES[covariance_type](resp, X, nk, means, reg_covar)
     return nk, means, covariances
 
 
@@ -160,4 +158,6 @@ def estimate_log_gaussian_prob(X, means, precisions_chol, covariance_type):
             log_det = n_features * precisions_chol.log()
             y = diff * precisions_chol[:, None, :, None]
         mahalanobis = (y * y).sum(-1)
-    return -0.5 * (n_features * math.log(2 * math.pi) + mahalanobis) + log_det.unsqueeze(1)
+    return -0.5 * (
+        n_features * math.log(2 * math.pi) + mahalanobis
+    ) + log_det.unsqueeze(1)

@@ -103,9 +103,7 @@ def check_mask(mask, pixel_shape):
         return None
     mask = np.asarray(mask)
     if mask.dtype != bool:
-        if not (
-            np.issubdtype(mask.dtype, np.integer) and np.isin(mask, (0, 1)).all()
-        ):
+        if not (np.issubdtype(mask.dtype, np.integer) and np.isin(mask, (0, 1)).all()):
             raise TypeError(
                 f"mask must be a boolean array (True inside the region of "
                 f"interest); got dtype {mask.dtype}."

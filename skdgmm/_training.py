@@ -106,7 +106,10 @@ class ImageBatches:
             other = tuple(a for a in range(inside.ndim) if a != axis)
             where = np.flatnonzero(inside.any(other))
             region.append(
-                slice(max(where[0] - self.margin, 0), min(where[-1] + 1 + self.margin, size))
+                slice(
+                    max(where[0] - self.margin, 0),
+                    min(where[-1] + 1 + self.margin, size),
+                )
             )
         return tuple(region)
 
@@ -184,7 +187,10 @@ def mixture_energy(
             for fixed, estimated in zip(anchor[1:], (weights, means, covariances))
         )
     log_prob = estimate_log_gaussian_prob(
-        X, means, compute_precision_cholesky(covariances, covariance_type), covariance_type
+        X,
+        means,
+        compute_precision_cholesky(covariances, covariance_type),
+        covariance_type,
     )
     log_joint = log_prob + (log_w if spatially_variant else weights.log().unsqueeze(1))
     log_likelihood = torch.logsumexp(log_joint, -1)

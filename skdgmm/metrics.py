@@ -60,13 +60,18 @@ def match_labels(y_true, y_pred, labels, clusters):
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     dice = np.array(
         [
-            [dice_score(y_true == label, y_pred == cluster, [True])[0] for cluster in clusters]
+            [
+                dice_score(y_true == label, y_pred == cluster, [True])[0]
+                for cluster in clusters
+            ]
             for label in labels
         ]
     )
     # a label and a cluster both absent agree perfectly
     rows, cols = linear_sum_assignment(np.nan_to_num(dice, nan=1.0), maximize=True)
-    y_matched = np.full(y_pred.shape, -1, dtype=np.result_type(np.asarray(labels).dtype, np.int8))
+    y_matched = np.full(
+        y_pred.shape, -1, dtype=np.result_type(np.asarray(labels).dtype, np.int8)
+    )
     for row, col in zip(rows, cols):
         y_matched[y_pred == clusters[col]] = labels[row]
     return y_matched

@@ -57,7 +57,9 @@ def _resolve_device(device):
         try:
             torch.empty(0, device=device)
         except (RuntimeError, AssertionError) as error:
-            raise ValueError(f"Device {str(device)!r} is not available here.") from error
+            raise ValueError(
+                f"Device {str(device)!r} is not available here."
+            ) from error
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -562,7 +564,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                 batch.pixels(batch.x_lik), means, precisions_chol, self.covariance_type
             )
             target = (log_prob + log_weights).log_softmax(-1)
-            loss = batch.image_mean(soft_cross_entropy(network(batch.x_net), target, batch))
+            loss = batch.image_mean(
+                soft_cross_entropy(network(batch.x_net), target, batch)
+            )
             return loss, torch.nan
 
         history = optimize(
@@ -608,7 +612,10 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             if smoothing:
                 loss = loss + smoothing * batch.image_mean(potts_energy(logits, batch))
             if strength:
-                loss = loss + strength * (batch.image_mean(means) - mean_target).square().sum()
+                loss = (
+                    loss
+                    + strength * (batch.image_mean(means) - mean_target).square().sum()
+                )
             return loss, batch.image_mean(log_likelihood).detach()
 
         return loss_fn
@@ -793,7 +800,11 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             torch.as_tensor(self.precisions_cholesky_)[None],
             self.covariance_type,
         )[0]
-        log_prob = log_prob.reshape(log_mix.shape[:-1] + (-1,)) if self.spatially_variant else log_prob
+        log_prob = (
+            log_prob.reshape(log_mix.shape[:-1] + (-1,))
+            if self.spatially_variant
+            else log_prob
+        )
         scores = torch.logsumexp(log_prob + log_mix, -1).numpy()
         scores = scores.reshape(self._layout.pixel_shape(X.shape))
         if mask is not None:
@@ -819,7 +830,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         log_likelihood : float
         """
         scores = self.score_samples(X, mask=mask)
-        return float(scores.mean() if mask is None else scores[np.asarray(mask, bool)].mean())
+        return float(
+            scores.mean() if mask is None else scores[np.asarray(mask, bool)].mean()
+        )
 
     def _n_parameters(self):
         """Number of free parameters of the Gaussian mixture."""

@@ -130,7 +130,8 @@ class SpatiallyVariantGaussianMixture(BaseEstimator):
         log_w = torch.as_tensor(initial.predict_proba(pixels)).clamp_min(1e-300).log()
         X_t = torch.as_tensor(pixels)[None]
         lower_bound, self.converged_, self.n_iter_ = -np.inf, False, 0
-        for self.n_iter_ in range(1, self.max_iter + 1):
+        for n_iter in range(1, self.max_iter + 1):
+            self.n_iter_ = n_iter
             weighted = self._log_prob(pixels) + log_w
             log_norm = torch.logsumexp(weighted, -1, keepdim=True)
             log_w = weighted - log_norm

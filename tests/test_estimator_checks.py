@@ -1,13 +1,12 @@
 """scikit-learn's estimator checks, with no expected failures."""
 
 import pytest
+from sklearn.cluster import KMeans
+from sklearn.mixture import GaussianMixture
 from sklearn.utils.estimator_checks import (
     check_param_validation,
     parametrize_with_checks,
 )
-
-from sklearn.cluster import KMeans
-from sklearn.mixture import GaussianMixture
 
 from skdgmm import DeepGaussianMixture, PixelwiseMixture
 from skdgmm.svgmm import SpatiallyVariantGaussianMixture

@@ -44,7 +44,9 @@ def test_m_step_and_log_prob_match_sklearn(covariance_type, n_features):
         _t(X), _t(resp), 1e-6, covariance_type
     )
     t_prec_chol = compute_precision_cholesky(t_cov, covariance_type)
-    t_log_prob = estimate_log_gaussian_prob(_t(X), t_means, t_prec_chol, covariance_type)
+    t_log_prob = estimate_log_gaussian_prob(
+        _t(X), t_means, t_prec_chol, covariance_type
+    )
 
     assert_allclose(t_nk[0].numpy(), nk, rtol=1e-12)
     assert_allclose(t_means[0].numpy(), means, rtol=1e-12)
@@ -84,7 +86,9 @@ def test_zero_responsibility_excludes_pixels(covariance_type):
     X, resp = _problem(1)
     keep = np.arange(len(X)) % 3 != 0
     masked = resp * keep[:, None]
-    params_masked = estimate_gaussian_parameters(_t(X), _t(masked), 1e-6, covariance_type)
+    params_masked = estimate_gaussian_parameters(
+        _t(X), _t(masked), 1e-6, covariance_type
+    )
     params_subset = estimate_gaussian_parameters(
         _t(X[keep]), _t(resp[keep]), 1e-6, covariance_type
     )

@@ -38,7 +38,9 @@ def test_bic_scorer_is_negative_bic_also_in_a_pipeline(rng):
     assert bic_scorer(pipe, X) == pytest.approx(-pipe[-1].bic(pipe[0].transform(X)))
 
 
-@pytest.mark.parametrize("shape, n_channels", [((16, 12), 1), ((16, 12), 2), ((6, 7, 8), 1)])
+@pytest.mark.parametrize(
+    "shape, n_channels", [((16, 12), 1), ((16, 12), 2), ((6, 7, 8), 1)]
+)
 def test_make_segmentation_images(shape, n_channels):
     images, labels = make_segmentation_images(
         3, shape, n_classes=3, n_channels=n_channels, noise=0.0, random_state=0
@@ -47,8 +49,15 @@ def test_make_segmentation_images(shape, n_channels):
     assert images.shape == labels.shape + ((n_channels,) if n_channels > 1 else ())
     first = images if n_channels == 1 else images[..., 0]
     assert_array_equal(first, labels)  # no noise: class k has intensity k
-    again, _ = make_segmentation_images(3, shape, n_classes=3, n_channels=n_channels, random_state=0)
-    assert_array_equal(make_segmentation_images(3, shape, n_classes=3, n_channels=n_channels, random_state=0)[0], again)
+    again, _ = make_segmentation_images(
+        3, shape, n_classes=3, n_channels=n_channels, random_state=0
+    )
+    assert_array_equal(
+        make_segmentation_images(
+            3, shape, n_classes=3, n_channels=n_channels, random_state=0
+        )[0],
+        again,
+    )
 
 
 def test_load_nuclei():

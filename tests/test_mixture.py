@@ -36,7 +36,9 @@ LAYOUTS = [
 
 
 @pytest.mark.parametrize("shape, spatial_dims, label_shape", LAYOUTS)
-def test_every_layout_gives_outputs_shaped_like_input(rng, shape, spatial_dims, label_shape):
+def test_every_layout_gives_outputs_shaped_like_input(
+    rng, shape, spatial_dims, label_shape
+):
     X = rng.standard_normal(shape)
     model = _model(2, spatial_dims=spatial_dims).fit(X)
     n_channels = shape[-1] if len(shape) in (2, spatial_dims + 2) else 1
@@ -124,7 +126,9 @@ def test_images_one_by_one_equal_images_together(images, masked):
     def one_by_one(method):
         return np.concatenate(
             [
-                getattr(model, method)(X[i : i + 1], mask=None if mask is None else mask[i : i + 1])
+                getattr(model, method)(
+                    X[i : i + 1], mask=None if mask is None else mask[i : i + 1]
+                )
                 for i in range(len(X))
             ]
         )
@@ -132,14 +136,20 @@ def test_images_one_by_one_equal_images_together(images, masked):
     model = _model(3, spatially_variant=True).fit(X, mask=mask)
     together = model.predict_proba(X, mask=mask)
     assert_allclose(together, one_by_one("predict_proba"), atol=1e-6)
-    assert_allclose(model.score_samples(X, mask=mask), one_by_one("score_samples"), atol=1e-5)
+    assert_allclose(
+        model.score_samples(X, mask=mask), one_by_one("score_samples"), atol=1e-5
+    )
     model.set_params(batch_size=2)
     assert_allclose(model.predict_proba(X, mask=mask), together, atol=1e-6)
 
 
 @pytest.mark.parametrize("spatially_variant", [False, True])
 def test_tabular_rows_are_independent(rng, spatially_variant):
-    X = np.r_[rng.standard_normal((50, 2)), rng.standard_normal((50, 2)) + 4, rng.standard_normal((50, 2)) - 4]
+    X = np.r_[
+        rng.standard_normal((50, 2)),
+        rng.standard_normal((50, 2)) + 4,
+        rng.standard_normal((50, 2)) - 4,
+    ]
     model = _model(3, spatially_variant=spatially_variant).fit(X)
     for method in ("predict", "predict_proba", "score_samples"):
         full = getattr(model, method)(X)
@@ -194,7 +204,9 @@ def test_warm_start_continues_training(images):
 def test_n_init_keeps_the_best_run(images):
     X, _ = images
     # without the Potts term the selected run's loss is its negated lower bound
-    params = dict(init_params="random", init_iter=2, max_iter=3, tol=0, spatial_regularization=0)
+    params = dict(
+        init_params="random", init_iter=2, max_iter=3, tol=0, spatial_regularization=0
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         single = _model(3, **params).fit(X)
@@ -289,7 +301,9 @@ def test_initial_parameters_are_validated(images):
     X, _ = images
     with pytest.raises(ValueError, match=r"means_init should have the shape \(3, 1\)"):
         _model(3, means_init=np.zeros((2, 1))).fit(X)
-    with pytest.raises(ValueError, match=r"precisions_init should have the shape \(3, 1, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"precisions_init should have the shape \(3, 1, 1\)"
+    ):
         _model(3, precisions_init=np.ones(3)).fit(X)
 
 
@@ -332,13 +346,17 @@ def test_verbose_prints_progress(images, capsys):
 
 def test_recovers_synthetic_segmentation():
     X, labels = make_segmentation_images(4, (32, 32), noise=0.3, random_state=1)
-    model = DeepGaussianMixture(3, random_state=0, device="cpu", network_width=8, network_depth=2)
+    model = DeepGaussianMixture(
+        3, random_state=0, device="cpu", network_width=8, network_depth=2
+    )
     ari = adjusted_rand_score(labels.ravel(), model.fit_predict(X).ravel())
     assert ari > 0.9
 
 
 def test_grid_search_picks_the_true_number_of_components():
-    X, _ = make_segmentation_images(6, (24, 24), n_classes=3, noise=0.15, random_state=2)
+    X, _ = make_segmentation_images(
+        6, (24, 24), n_classes=3, noise=0.15, random_state=2
+    )
     search = GridSearchCV(
         _model(1, max_iter=3),
         {"n_components": [1, 2, 3, 4]},
