@@ -1,7 +1,8 @@
 """Deep Gaussian mixture models for unsupervised image segmentation."""
 
+from .features import SpatialFeatures
 from .mixture import DeepGaussianMixture
 from .pixelwise import PixelwiseMixture
 
-__all__ = ["DeepGaussianMixture", "PixelwiseMixture"]
+__all__ = ["DeepGaussianMixture", "PixelwiseMixture", "SpatialFeatures"]
 __version__ = "0.1.0.dev0"

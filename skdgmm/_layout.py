@@ -130,7 +130,8 @@ def validate_input(estimator, X, mask, *, reset):
     mask : ndarray of bool or None
     layout : Layout
     """
-    if sp.issparse(X) or np.ndim(X) <= 2:
+    ndim = X.ndim if hasattr(X, "ndim") else np.asarray(X).ndim
+    if sp.issparse(X) or ndim <= 2:
         X = validate_data(
             estimator,
             X,

@@ -8,7 +8,7 @@ from sklearn.utils.estimator_checks import (
     parametrize_with_checks,
 )
 
-from skdgmm import DeepGaussianMixture, PixelwiseMixture
+from skdgmm import DeepGaussianMixture, PixelwiseMixture, SpatialFeatures
 from skdgmm.svgmm import SpatiallyVariantGaussianMixture
 
 # Checks with failures we accept, each with its reason; kept empty on purpose.
@@ -22,6 +22,7 @@ ESTIMATORS = [
     PixelwiseMixture(GaussianMixture(random_state=0)),
     PixelwiseMixture(KMeans(n_clusters=1, n_init=1, random_state=0)),
     SpatiallyVariantGaussianMixture(random_state=0),
+    SpatialFeatures(),
 ]
 
 

@@ -1,0 +1,192 @@
+"""Per-pixel features with neighbourhood context."""
+
+from numbers import Integral, Real
+
+import numpy as np
+from scipy import ndimage
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
+
+from ._layout import channels_first, mask_channels_first, validate_input
+
+
+class SpatialFeatures(TransformerMixin, BaseEstimator):
+    """Per-pixel features that see the pixel's neighbourhood.
+
+    For every channel of an image stack: the intensity, and at each scale
+    ``sigma`` the Gaussian-smoothed intensity, the local standard deviation
+    (texture) and the gradient magnitude of the smoothed image (edges),
+    computed with :mod:`scipy.ndimage`; optionally the pixel's normalised
+    coordinates. With a mask, smoothing is normalised convolution inside the
+    mask (pixels outside never leak in) and features outside are 0.
+
+    Tabular input has no neighbourhood: it is returned unchanged, so that the
+    transformer can sit in any pipeline. Images ``(n, *spatial[, C])`` come
+    out as ``(n, *spatial, n_features_out)``, ready for
+    :class:`~skdgmm.DeepGaussianMixture` or
+    :class:`~skdgmm.PixelwiseMixture`.
+
+    Parameters
+    ----------
+    sigmas : tuple of float, default=(1.0, 2.0, 4.0)
+        Scales, in pixels, of the smoothed features.
+    local_std : bool, default=True
+        Include the local standard deviation at each scale.
+    edges : bool, default=True
+        Include the gradient magnitude at each scale.
+    coordinates : bool, default=False
+        Include the pixel coordinates, scaled to [0, 1].
+    spatial_dims : {2, 3}, default=2
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Channels (or features of tabular data).
+
+    Examples
+    --------
+    >>> from skdgmm import SpatialFeatures
+    >>> from skdgmm.datasets import make_segmentation_images
+    >>> images, _ = make_segmentation_images(2, (16, 16), random_state=0)
+    >>> SpatialFeatures(sigmas=(1, 2)).fit_transform(images).shape
+    (2, 16, 16, 7)
+    """
+
+    _parameter_constraints: dict = {
+        "sigmas": ["array-like"],
+        "local_std": ["boolean"],
+        "edges": ["boolean"],
+        "coordinates": ["boolean"],
+        "spatial_dims": [Interval(Integral, 2, 3, closed="both")],
+    }
+
+    def __init__(
+        self,
+        sigmas=(1.0, 2.0, 4.0),
+        *,
+        local_std=True,
+        edges=True,
+        coordinates=False,
+        spatial_dims=2,
+    ):
+        self.sigmas = sigmas
+        self.local_std = local_std
+        self.edges = edges
+        self.coordinates = coordinates
+        self.spatial_dims = spatial_dims
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, *, mask=None):
+        """Check X and remember its layout.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or image stack
+        y : Ignored
+        mask : array-like of bool, default=None
+
+        Returns
+        -------
+        self : object
+        """
+        sigmas = np.asarray(self.sigmas, dtype=float).ravel()
+        if not all(isinstance(s, Real) for s in sigmas) or (sigmas <= 0).any():
+            raise ValueError(f"sigmas must be positive numbers; got {self.sigmas!r}.")
+        validate_input(self, X, mask, reset=True)
+        return self
+
+    def _filters(self):
+        names = ["intensity"]
+        for sigma in np.ravel(self.sigmas):
+            names.append(f"smooth_s{sigma:g}")
+            if self.local_std:
+                names.append(f"std_s{sigma:g}")
+            if self.edges:
+                names.append(f"edges_s{sigma:g}")
+        return names
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the output features.
+
+        Parameters
+        ----------
+        input_features : array-like of str, default=None
+            Names of the input channels (tabular data: its columns).
+
+        Returns
+        -------
+        names : ndarray of str
+        """
+        check_is_fitted(self)
+        if input_features is None:
+            input_features = getattr(
+                self,
+                "feature_names_in_",
+                [f"x{i}" for i in range(self.n_features_in_)],
+            )
+        elif len(input_features) != self.n_features_in_:
+            raise ValueError(
+                f"input_features should have length {self.n_features_in_}; "
+                f"got {len(input_features)}."
+            )
+        if self._layout.tabular:
+            return np.asarray(input_features, dtype=object)
+        names = [f"{c}_{f}" for c in input_features for f in self._filters()]
+        if self.coordinates:
+            names += [f"coordinate_{axis}" for axis in range(self.spatial_dims)]
+        return np.asarray(names, dtype=object)
+
+    def transform(self, X, *, mask=None):
+        """Compute the features of every pixel.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or image stack
+        mask : array-like of bool, default=None
+            Smoothing stays inside the mask; features outside it are 0.
+
+        Returns
+        -------
+        features : ndarray
+            Tabular input unchanged; images ``(n, *spatial, n_features_out)``.
+        """
+        check_is_fitted(self)
+        X, mask, layout = validate_input(self, X, mask, reset=False)
+        if layout.tabular:
+            return X
+        X = channels_first(X, layout)
+        weights = (
+            np.ones((len(X),) + X.shape[2:])
+            if mask is None
+            else mask_channels_first(mask, layout).astype(float)
+        )
+        features = [self._image_features(x, w) for x, w in zip(X, weights)]
+        return np.stack(features)
+
+    def _image_features(self, image, weight):
+        """Features of one image ``(C, *spatial)`` -> ``(*spatial, F)``."""
+
+        def smooth(values, sigma):
+            # normalised convolution: the mean over the mask's pixels only
+            return ndimage.gaussian_filter(values * weight, sigma) / np.maximum(
+                ndimage.gaussian_filter(weight, sigma), 1e-12
+            )
+
+        out = []
+        for channel in image.astype(float):
+            out.append(channel)
+            for sigma in np.ravel(self.sigmas):
+                mean = smooth(channel, sigma)
+                out.append(mean)
+                if self.local_std:
+                    variance = smooth(channel**2, sigma) - mean**2
+                    out.append(np.sqrt(np.clip(variance, 0, None)))
+                if self.edges:
+                    out.append(ndimage.gaussian_gradient_magnitude(mean, 1.0))
+        if self.coordinates:
+            grids = np.meshgrid(
+                *(np.linspace(0, 1, s) for s in weight.shape), indexing="ij"
+            )
+            out.extend(grids)
+        return np.stack(out, axis=-1) * (weight > 0)[..., np.newaxis]
