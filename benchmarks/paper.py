@@ -21,7 +21,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-from quality import _deep, class_means, slice_dice
+from quality import _deep, class_means, patient_folds, slice_dice
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
@@ -58,10 +58,8 @@ def single_image(make):
 
 def multi_image(strength):
     def run(benchmark):
-        patients = np.unique(benchmark.groups)
-        halves = np.isin(benchmark.groups, patients[: len(patients) // 2])
         labels, nll = np.empty(benchmark.masks.shape, int), []
-        for test in (halves, ~halves):
+        for test in patient_folds(benchmark):
             train = np.flatnonzero(~test)
             first = [
                 train[benchmark.groups[train] == g][0]

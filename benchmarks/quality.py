@@ -110,14 +110,19 @@ def deep(spatially_variant):
     return segment
 
 
+def patient_folds(benchmark):
+    """Two folds of slices, split by patient: (first half, second half)."""
+    patients = np.unique(benchmark.groups)
+    first = np.isin(benchmark.groups, patients[: len(patients) // 2])
+    return first, ~first
+
+
 def amortized(spatially_variant):
     """Train on half of the patients, label the other half in one pass."""
 
     def run(benchmark):
-        patients = np.unique(benchmark.groups)
-        halves = np.isin(benchmark.groups, patients[: len(patients) // 2])
         labels = np.empty(benchmark.masks.shape, int)
-        for test in (halves, ~halves):
+        for test in patient_folds(benchmark):
             model = _deep(
                 n_components=benchmark.n_components, spatially_variant=spatially_variant
             )

@@ -177,3 +177,17 @@ def masked_pixels(X, mask, layout):
     if mask is None:
         return pixels.reshape(-1, pixels.shape[-1])
     return pixels[mask_channels_first(mask, layout)]
+
+
+def unmask_pixels(values, X_shape, mask, layout, fill):
+    """Inverse of :func:`masked_pixels` for per-pixel outputs ``(P, ...)``.
+
+    Returns an array of shape ``pixel_shape + values.shape[1:]`` with
+    ``fill`` outside the mask.
+    """
+    shape = layout.pixel_shape(X_shape) + values.shape[1:]
+    if mask is None:
+        return values.reshape(shape)
+    out = np.full(shape, fill, dtype=np.result_type(values.dtype, type(fill)))
+    out[mask] = values
+    return out

@@ -86,12 +86,13 @@ class ImageBatches:
         self.batch_size, self.device, self.dtype = batch_size, device, dtype
         self.margin = margin
         shape = (1, -1) + (1,) * (X.ndim - 2)
-        self._center = self._tensor(scaling.center).reshape(shape)
-        self._net_scale = self._tensor(scaling.channel_scale).reshape(shape)
+        self._center = self.tensor(scaling.center).reshape(shape)
+        self._net_scale = self.tensor(scaling.channel_scale).reshape(shape)
         self._lik_scale = scaling.scale
         self._whole = self._make(slice(None)) if len(X) <= batch_size else None
 
-    def _tensor(self, array):
+    def tensor(self, array):
+        """``array`` as a tensor of the batches' dtype, on their device."""
         return torch.tensor(
             np.ascontiguousarray(array), dtype=self.dtype, device=self.device
         )
@@ -117,13 +118,13 @@ class ImageBatches:
         X = self.X[index]
         if self.mask is None:
             region = ()
-            x = self._tensor(X) - self._center
+            x = self.tensor(X) - self._center
             mask = torch.ones_like(x[:, 0])
         else:
             mask = self.mask[index]
             region = self._region(mask)
-            x = self._tensor(X[(slice(None), slice(None), *region)]) - self._center
-            mask = self._tensor(mask[(slice(None), *region)])
+            x = self.tensor(X[(slice(None), slice(None), *region)]) - self._center
+            mask = self.tensor(mask[(slice(None), *region)])
         return Batch(x / self._net_scale, x / self._lik_scale, mask, index, region)
 
     def __len__(self):

@@ -1,6 +1,6 @@
 """Per-pixel features with neighbourhood context."""
 
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 from scipy import ndimage
@@ -90,8 +90,7 @@ class SpatialFeatures(TransformerMixin, BaseEstimator):
         -------
         self : object
         """
-        sigmas = np.asarray(self.sigmas, dtype=float).ravel()
-        if not all(isinstance(s, Real) for s in sigmas) or (sigmas <= 0).any():
+        if (np.asarray(self.sigmas, dtype=float) <= 0).any():
             raise ValueError(f"sigmas must be positive numbers; got {self.sigmas!r}.")
         validate_input(self, X, mask, reset=True)
         return self

@@ -552,12 +552,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             generator=generator,
         ).to(device=self.device_, dtype=batches.dtype)
 
-        def as_tensor(array):
-            return torch.as_tensor(array, dtype=batches.dtype, device=self.device_)
-
-        means = as_tensor(initial.means_)[None]
-        precisions_chol = as_tensor(initial.precisions_cholesky_)[None]
-        log_weights = as_tensor(np.log(initial.weights_))
+        means = batches.tensor(initial.means_)[None]
+        precisions_chol = batches.tensor(initial.precisions_cholesky_)[None]
+        log_weights = batches.tensor(np.log(initial.weights_))
 
         def pretraining_loss(network, batch):
             log_prob = estimate_log_gaussian_prob(
@@ -585,15 +582,14 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         """The training loss: the mixture's energy plus the Potts energy and
         the mean regularization (see :func:`mixture_energy`)."""
 
-        def as_tensor(array):
-            return torch.as_tensor(array, dtype=batches.dtype, device=self.device_)
-
-        anchor = (self.em_anchor, *(as_tensor(p)[None] for p in initial))
+        anchor = (self.em_anchor, *(batches.tensor(p)[None] for p in initial))
         if self.means_init is None:
             mean_target = anchor[2][0]
         else:
             scaling = self._scaling
-            mean_target = as_tensor((self.means_init - scaling.center) / scaling.scale)
+            mean_target = batches.tensor(
+                (self.means_init - scaling.center) / scaling.scale
+            )
         # tabular samples have no neighbours
         smoothing = 0.0 if self._layout.tabular else self.spatial_regularization
         strength = self.mean_regularization
@@ -787,7 +783,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         if self.spatially_variant:
             X, mask, resp = self._responsibilities(X, mask)
             with np.errstate(divide="ignore"):
-                log_mix = torch.as_tensor(np.log(resp))
+                log_mix = torch.as_tensor(np.log(resp)).reshape(-1, self.n_components)
         else:
             check_is_fitted(self)
             X, mask, _ = validate_input(self, X, mask, reset=False)
@@ -800,11 +796,6 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             torch.as_tensor(self.precisions_cholesky_)[None],
             self.covariance_type,
         )[0]
-        log_prob = (
-            log_prob.reshape(log_mix.shape[:-1] + (-1,))
-            if self.spatially_variant
-            else log_prob
-        )
         scores = torch.logsumexp(log_prob + log_mix, -1).numpy()
         scores = scores.reshape(self._layout.pixel_shape(X.shape))
         if mask is not None:

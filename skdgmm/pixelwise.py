@@ -2,13 +2,12 @@
 
 from numbers import Integral
 
-import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from ._layout import masked_pixels, validate_input
+from ._layout import masked_pixels, unmask_pixels, validate_input
 
 
 def _estimator_has(method):
@@ -96,12 +95,7 @@ class PixelwiseMixture(MetaEstimatorMixin, BaseEstimator):
         check_is_fitted(self)
         X, mask, layout = validate_input(self, X, mask, reset=False)
         values = getattr(self.estimator_, method)(masked_pixels(X, mask, layout))
-        shape = layout.pixel_shape(X.shape) + values.shape[1:]
-        if mask is None:
-            return values.reshape(shape)
-        out = np.full(shape, fill, dtype=values.dtype)
-        out[mask] = values
-        return out
+        return unmask_pixels(values, X.shape, mask, layout, fill)
 
     def predict(self, X, *, mask=None):
         """Label of every pixel; -1 outside the mask.

@@ -14,7 +14,7 @@ from ._gaussian import (
     estimate_gaussian_parameters,
     estimate_log_gaussian_prob,
 )
-from ._layout import masked_pixels, validate_input
+from ._layout import masked_pixels, unmask_pixels, validate_input
 from .mixture import DeepGaussianMixture
 
 
@@ -153,8 +153,6 @@ class SpatiallyVariantGaussianMixture(BaseEstimator):
             )
         self.lower_bound_ = lower_bound
         self.resp_ = log_w.exp().numpy()
-        self._fit_mask = mask
-        self._fit_shape = layout.pixel_shape(X.shape)
         return self
 
     def fit_predict(self, X, y=None, *, mask=None):
@@ -163,11 +161,8 @@ class SpatiallyVariantGaussianMixture(BaseEstimator):
         Pixels outside the mask get -1.
         """
         self.fit(X, mask=mask)
-        labels = np.full(self._fit_shape, -1)
-        if mask is None:
-            return self.resp_.argmax(-1).reshape(self._fit_shape)
-        labels[self._fit_mask] = self.resp_.argmax(-1)
-        return labels
+        X, mask, layout = validate_input(self, X, mask, reset=False)
+        return unmask_pixels(self.resp_.argmax(-1), X.shape, mask, layout, -1)
 
     def predict(self, X, *, mask=None):
         """Label new pixels by their most likely Gaussian.
@@ -179,8 +174,4 @@ class SpatiallyVariantGaussianMixture(BaseEstimator):
         check_is_fitted(self)
         X, mask, layout = validate_input(self, X, mask, reset=False)
         labels = self._log_prob(masked_pixels(X, mask, layout)).argmax(-1).numpy()
-        if mask is None:
-            return labels.reshape(layout.pixel_shape(X.shape))
-        out = np.full(mask.shape, -1)
-        out[mask] = labels
-        return out
+        return unmask_pixels(labels, X.shape, mask, layout, -1)
