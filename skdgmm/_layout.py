@@ -6,6 +6,7 @@ Tabular data becomes a single "image" that is a line of ``n_samples`` pixels,
 so that every code path below works on one layout.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,6 +178,31 @@ def masked_pixels(X, mask, layout):
     if mask is None:
         return pixels.reshape(-1, pixels.shape[-1])
     return pixels[mask_channels_first(mask, layout)]
+
+
+def count_pixels(X_shape, mask, layout):
+    """Number of pixels inside the mask (all pixels without one)."""
+    if mask is not None:
+        return int(np.count_nonzero(mask))
+    return math.prod(layout.pixel_shape(X_shape))
+
+
+def sample_pixels(X, mask, layout, n_samples, random_state):
+    """At most ``n_samples`` pixels inside the mask, as ``(P, C)``.
+
+    All of them when there are fewer, in the order of :func:`masked_pixels`;
+    otherwise a random subset, read pixel by pixel so that a memory-mapped
+    stack is never loaded whole.
+    """
+    shape = layout.pixel_shape(X.shape)
+    total = count_pixels(X.shape, mask, layout)
+    if total <= n_samples:
+        return masked_pixels(X, mask, layout)
+    chosen = np.sort(random_state.choice(total, n_samples, replace=False))
+    if mask is not None:
+        chosen = np.flatnonzero(mask)[chosen]
+    index = np.unravel_index(chosen, shape)
+    return np.asarray(X[index]).reshape(n_samples, -1)
 
 
 def unmask_pixels(values, X_shape, mask, layout, fill):

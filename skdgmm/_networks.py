@@ -9,15 +9,52 @@ Weights are drawn from a local :class:`torch.Generator`, never from the global
 random number generator.
 """
 
+import itertools
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_TRANSPOSE = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
-_INSTANCE_NORM = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
+
+
+class _TileableInstanceNorm:
+    """InstanceNorm that also records running statistics in training, and
+    uses them instead of the input's when ``use_running_stats`` is set: a
+    tile of a large image must be normalised as the whole image would be,
+    not by its own statistics."""
+
+    use_running_stats = False
+
+    def forward(self, x):
+        use_input_stats = self.training or not self.use_running_stats
+        # given running statistics and told to use the input's, instance_norm
+        # updates them: only training may
+        running = self.training or not use_input_stats
+        return F.instance_norm(
+            x,
+            self.running_mean if running else None,
+            self.running_var if running else None,
+            self.weight,
+            self.bias,
+            use_input_stats=use_input_stats,
+            momentum=self.momentum,
+            eps=self.eps,
+        )
+
+
+class _InstanceNorm2d(_TileableInstanceNorm, nn.InstanceNorm2d):
+    pass
+
+
+class _InstanceNorm3d(_TileableInstanceNorm, nn.InstanceNorm3d):
+    pass
+
+
+_INSTANCE_NORM = {2: _InstanceNorm2d, 3: _InstanceNorm3d}
 _MAX_POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 
 
@@ -43,10 +80,10 @@ def _conv_block(in_channels, out_channels, spatial_dims):
     conv, norm = _CONV[spatial_dims], _INSTANCE_NORM[spatial_dims]
     return nn.Sequential(
         conv(in_channels, out_channels, 3, padding=1),
-        norm(out_channels, affine=True),
+        norm(out_channels, affine=True, track_running_stats=True),
         nn.LeakyReLU(),
         conv(out_channels, out_channels, 3, padding=1),
-        norm(out_channels, affine=True),
+        norm(out_channels, affine=True, track_running_stats=True),
         nn.LeakyReLU(),
     )
 
@@ -77,6 +114,11 @@ class UNet(nn.Module):
         self.head = _CONV[spatial_dims](width, out_channels, 1)
 
     def forward(self, x):
+        if not self.training and math.prod(x.shape[2:]) > TILE_PIXELS:
+            return self._tiled_forward(x)
+        return self._forward(x)
+
+    def _forward(self, x):
         size = x.shape[2:]
         x = F.pad(x, _padding(size, self.depth), mode="replicate")
         skips = []
@@ -92,6 +134,68 @@ class UNet(nn.Module):
         x = self.head(x)
         return x[(..., *(slice(0, s) for s in size))]
 
+    def _tiled_forward(self, x):
+        """The logits of a large input, computed in overlapping tiles.
+
+        Memory then stays that of one tile. Each tile's logits are weighted
+        by a ramp that falls off over the overlap towards the tile's edges,
+        so that neighbouring tiles blend without seams.
+        """
+        norms = [m for m in self.modules() if isinstance(m, _TileableInstanceNorm)]
+        for norm in norms:
+            norm.use_running_stats = True
+        try:
+            return self._blend_tiles(x)
+        finally:
+            for norm in norms:
+                norm.use_running_stats = False
+
+    def _blend_tiles(self, x):
+        edge = patch_edge(TILE_PIXELS, x.ndim - 2)
+        # wider than the receptive field where tiles are large enough
+        overlap = min(16 * 2**self.depth, edge // 4)
+        axes = [_tile_starts(size, edge, overlap) for size in x.shape[2:]]
+        logits = weights = 0.0
+        for corner in itertools.product(*axes):
+            window = tuple(
+                slice(start, start + min(edge, size))
+                for start, size in zip(corner, x.shape[2:])
+            )
+            ramp = math.prod(
+                _ramp(w.stop - w.start, overlap, x).reshape(
+                    (-1,) + (1,) * (len(window) - 1 - axis)
+                )
+                for axis, w in enumerate(window)
+            )
+            if isinstance(logits, float):
+                logits = x.new_zeros((len(x), self.head.out_channels, *x.shape[2:]))
+                weights = x.new_zeros(x.shape[2:])
+            logits[(..., *window)] += self._forward(x[(..., *window)]) * ramp
+            weights[window] += ramp
+        return logits / weights
+
+
+# The most pixels a U-Net sees at once at inference; larger inputs go
+# through it in tiles (about 100 MB of activations in 2-D at width 8).
+TILE_PIXELS = 2**20
+
+
+def _tile_starts(size, edge, overlap):
+    """Starts of windows of ``edge`` pixels covering ``size``, overlapping by
+    at least ``overlap``."""
+    if size <= edge:
+        return [0]
+    n = math.ceil((size - overlap) / (edge - overlap))
+    return np.linspace(0, size - edge, n).round().astype(int).tolist()
+
+
+def _ramp(length, overlap, like):
+    """Blending weights along one axis of a tile: 1 inside, falling
+    linearly to ``1 / overlap`` at both ends."""
+    position = torch.arange(length, device=like.device, dtype=like.dtype)
+    distance = torch.minimum(position, length - 1 - position)
+    return ((distance + 1) / overlap).clamp(max=1.0)
+
 
 def _padding(size, depth):
     """Padding (last axis first, as F.pad wants) up to a multiple of 2**depth.
@@ -105,6 +209,12 @@ def _padding(size, depth):
         target = max(math.ceil(s / step) * step, 2 * step)
         pad += [0, target - s]
     return pad
+
+
+def patch_edge(n_pixels, spatial_dims):
+    """Side of the largest square (cube) of at most ``n_pixels`` pixels."""
+    edge = int(round(n_pixels ** (1 / spatial_dims)))
+    return edge if edge**spatial_dims <= n_pixels else edge - 1
 
 
 def unet_depth(spatial_shape, max_depth):
@@ -149,4 +259,5 @@ def build_network(
         elif isinstance(module, nn.modules.instancenorm._InstanceNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+            module.reset_running_stats()
     return net

@@ -16,6 +16,7 @@ from ._gaussian import (
     estimate_gaussian_parameters,
     estimate_log_gaussian_prob,
 )
+from ._networks import patch_edge
 
 
 @dataclass
@@ -81,9 +82,21 @@ class ImageBatches:
     and hence its labels, do not depend on the other images.
     """
 
-    def __init__(self, X, mask, scaling, *, batch_size, device, dtype, margin=8):
+    def __init__(
+        self,
+        X,
+        mask,
+        scaling,
+        *,
+        batch_size,
+        device,
+        dtype,
+        patch_pixels=None,
+        margin=8,
+    ):
         self.X, self.mask = X, mask
         self.batch_size, self.device, self.dtype = batch_size, device, dtype
+        self.patch_pixels = patch_pixels
         self.margin = margin
         shape = (1, -1) + (1,) * (X.ndim - 2)
         self._center = self.tensor(scaling.center).reshape(shape)
@@ -142,11 +155,38 @@ class ImageBatches:
     def shuffled(self, generator):
         """All batches in an order drawn from ``generator`` (for training)."""
         if self._whole is not None:
-            yield self._whole
+            yield self._patch(self._whole, generator)
             return
         order = torch.randperm(len(self.X), generator=generator).numpy()
         for start in range(0, len(order), self.batch_size):
-            yield self._make(np.sort(order[start : start + self.batch_size]))
+            batch = self._make(np.sort(order[start : start + self.batch_size]))
+            yield self._patch(batch, generator)
+
+    def _patch(self, batch, generator):
+        """A random window of ``batch`` of at most ``patch_pixels`` pixels.
+
+        Large images are trained on such patches, one per image and
+        iteration, so that an iteration costs the same whatever the image
+        size; with fixed Gaussians the loss of a patch is an unbiased
+        estimate of the whole image's.
+        """
+        shape = batch.mask.shape[1:]
+        if self.patch_pixels is None or math.prod(shape) <= self.patch_pixels:
+            return batch
+        edge = patch_edge(self.patch_pixels, len(shape))
+        window = []
+        for size in shape:
+            extent = min(size, edge)
+            start = int(torch.randint(size - extent + 1, (1,), generator=generator))
+            window.append(slice(start, start + extent))
+        pixels = (slice(None), slice(None), *window)
+        return Batch(
+            batch.x_net[pixels],
+            batch.x_lik[pixels],
+            batch.mask[pixels[1:]],
+            batch.index,
+            region=None,
+        )
 
 
 def mixture_energy(
@@ -299,7 +339,7 @@ def optimize(
     network.train()
     try:
         for n_iter in range(1, max_iter + 1):
-            loss_sum = ll_sum = 0.0
+            loss_sum = ll_sum = count = 0.0
             for batch in batches.shuffled(generator):
                 optimizer.zero_grad()
                 loss, log_likelihood = loss_fn(network, batch)
@@ -307,8 +347,9 @@ def optimize(
                 optimizer.step()
                 loss_sum += loss.item() * len(batch)
                 ll_sum += float(log_likelihood) * len(batch)
-            history.losses.append(loss_sum / len(batches))
-            history.log_likelihoods.append(ll_sum / len(batches))
+                count += len(batch)
+            history.losses.append(loss_sum / count)
+            history.log_likelihoods.append(ll_sum / count)
             change = _mean_change(history.losses)
             if on_iter is not None:
                 on_iter(n_iter, change)

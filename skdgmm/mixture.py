@@ -22,8 +22,9 @@ from ._gaussian import (
 from ._layout import (
     channels_first,
     channels_last,
+    count_pixels,
     mask_channels_first,
-    masked_pixels,
+    sample_pixels,
     validate_input,
 )
 from ._networks import build_network, unet_depth
@@ -36,6 +37,9 @@ from ._training import (
     potts_energy,
     soft_cross_entropy,
 )
+
+# Pixels drawn for the input's scaling and the initial EM fit.
+_INITIAL_PIXELS = 100_000
 
 
 def _resolve_device(device):
@@ -168,6 +172,13 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
     batch_size : int, default=8
         Images per mini-batch; tabular data is always one batch.
 
+    patch_pixels : int or None, default=65536
+        Largest image (pixels inside the mask's box) trained on whole: larger
+        images are trained on a random square (cubic) patch of at most this
+        many pixels per iteration, so that an iteration costs the same
+        whatever their size. None trains on whole images. Inference always
+        sees whole images, in overlapping tiles when they are very large.
+
     init_iter : int, default=20
         Iterations fitting the network to the responsibilities of the initial
         Gaussian mixture (fitted by EM, started as ``init_params`` says)
@@ -295,6 +306,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         "network_depth": [Interval(Integral, 0, None, closed="left")],
         "learning_rate": [Interval(Real, 0.0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "patch_pixels": [Interval(Integral, 16, None, closed="left"), None],
         "init_iter": [Interval(Integral, 0, None, closed="left")],
         "mean_regularization": [Interval(Real, 0.0, None, closed="left")],
         "spatial_regularization": [Interval(Real, 0.0, None, closed="left")],
@@ -325,6 +337,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         network_depth=2,
         learning_rate=1e-2,
         batch_size=8,
+        patch_pixels=65536,
         init_iter=20,
         mean_regularization=0.0,
         spatial_regularization=4.0,
@@ -351,6 +364,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         self.network_depth = network_depth
         self.learning_rate = learning_rate
         self.batch_size = batch_size
+        self.patch_pixels = patch_pixels
         self.init_iter = init_iter
         self.mean_regularization = mean_regularization
         self.spatial_regularization = spatial_regularization
@@ -388,6 +402,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             batch_size=self.batch_size,
             device=device,
             dtype=dtype,
+            patch_pixels=self.patch_pixels,
         )
 
     # -- training ------------------------------------------------------------
@@ -434,20 +449,22 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             )
         # a warm start continues the fitted model: X must match it
         X, mask, layout = validate_input(self, X, mask, reset=not warm)
-        pixels = masked_pixels(X, mask, layout)
-        if len(pixels) < max(2, self.n_components):
+        n_pixels = count_pixels(X.shape, mask, layout)
+        if n_pixels < max(2, self.n_components):
             raise ValueError(
                 f"Expected n_samples >= n_components and at least 2 samples but "
                 f"got n_components = {self.n_components}, n_samples = "
-                f"{len(pixels)} (pixels inside the mask)."
+                f"{n_pixels} (pixels inside the mask)."
             )
-        self._check_initial_parameters(pixels.shape[1])
+        self._check_initial_parameters(self.n_features_in_)
 
         self.device_ = _resolve_device(self.device)
+        random_state = check_random_state(self.random_state)
+        # the scaling and the initial Gaussians need few pixels
+        pixels = sample_pixels(X, mask, layout, _INITIAL_PIXELS, random_state)
         if not warm:
             self._scaling = Scaling.from_pixels(pixels.astype(np.float64))
         batches = self._batches(X, mask, layout, self.device_)
-        random_state = check_random_state(self.random_state)
 
         best = None
         for init in range(1 if warm else self.n_init):
@@ -520,8 +537,6 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         """
         scaling = self._scaling
         scaled = (pixels - scaling.center) / scaling.scale
-        if len(scaled) > 100_000:  # the initial Gaussians need few pixels
-            scaled = scaled[random_state.choice(len(scaled), 100_000, replace=False)]
         means_init = self.means_init
         if means_init is not None:
             means_init = (np.asarray(means_init) - scaling.center) / scaling.scale
@@ -694,7 +709,11 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         network = self.network_
         if device.type != "cpu":
             network = copy.deepcopy(network).to(device=device, dtype=batches.dtype)
-        resp = np.zeros((len(batches), self.n_components) + batches.X.shape[2:])
+        # float32 for images: the largest array of inference
+        resp = np.zeros(
+            (len(batches), self.n_components) + batches.X.shape[2:],
+            dtype=torch.empty(0, dtype=batches.dtype).numpy().dtype,
+        )
         with torch.no_grad():
             for batch in batches.ordered():
                 resp[(batch.index, slice(None), *batch.region)] = (
@@ -721,6 +740,16 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         labels : ndarray of int
             Shape ``(n_samples,)`` for tabular data, ``X.shape[:1 +
             spatial_dims]`` for images.
+
+        Notes
+        -----
+        Images are labelled one batch at a time, and an image of more than
+        ``2**20`` pixels in overlapping tiles, so memory stays bounded. A
+        collection too large for memory can be labelled block-wise with dask,
+        each block holding whole images::
+
+            stack = dask.array.from_zarr(...).rechunk((8, -1, -1))
+            labels = stack.map_blocks(model.predict, dtype=int)
         """
         _, mask, resp = self._responsibilities(X, mask)
         labels = resp.argmax(-1)
@@ -758,7 +787,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         -------
         resp : ndarray of shape ``labels.shape + (n_components,)``
         """
-        return self._responsibilities(X, mask)[2]
+        return self._responsibilities(X, mask)[2].astype(np.float64, copy=False)
 
     def score_samples(self, X, *, mask=None):
         """Log-likelihood of every pixel under the fitted mixture.
@@ -838,9 +867,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
 
     def _n_pixels(self, X, mask):
         X, mask, layout = validate_input(self, X, mask, reset=False)
-        if mask is not None:
-            return int(np.count_nonzero(mask))
-        return int(np.prod(layout.pixel_shape(X.shape)))
+        return count_pixels(X.shape, mask, layout)
 
     def bic(self, X, *, mask=None):
         """Bayesian information criterion, counting pixels as samples.

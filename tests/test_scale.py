@@ -1,0 +1,126 @@
+"""Large images, volumes and collections: patches, tiles, memory maps, dask."""
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_array_equal
+
+from skdgmm import DeepGaussianMixture, _networks
+from skdgmm._layout import layout_for, masked_pixels, sample_pixels
+from skdgmm.datasets import make_segmentation_images
+
+from .conftest import FAST
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """Inference in tiles of 48 x 48 pixels (12 of overlap)."""
+    monkeypatch.setattr(_networks, "TILE_PIXELS", 48 * 48)
+
+
+def _logits(model, X, use_running_stats):
+    x = torch.tensor(
+        (X[:, None] - model._scaling.center[0]) / model._scaling.channel_scale[0],
+        dtype=torch.float32,
+    )
+    norms = [
+        m
+        for m in model.network_.modules()
+        if isinstance(m, _networks._TileableInstanceNorm)
+    ]
+    for norm in norms:
+        norm.use_running_stats = use_running_stats
+    try:
+        with torch.no_grad():
+            return model.network_._forward(x)
+    finally:
+        for norm in norms:
+            norm.use_running_stats = False
+
+
+def test_tiled_inference_has_no_seams(small_tiles):
+    X, _ = make_segmentation_images(1, (80, 72), noise=0.3, random_state=0)
+    model = DeepGaussianMixture(3, **FAST).fit(X)
+    with torch.no_grad():
+        tiled = model.network_(
+            torch.tensor(
+                (X[:, None] - model._scaling.center[0])
+                / model._scaling.channel_scale[0],
+                dtype=torch.float32,
+            )
+        )
+    whole = _logits(model, X, use_running_stats=True)
+    # tiles are normalised with the statistics of training, as the whole
+    # image would be, and blended over their overlap: the same labels
+    agreement = (tiled.argmax(1) == whole.argmax(1)).float().mean()
+    assert agreement > 0.999
+    labels = model.predict(X)
+    assert labels.shape == X.shape
+    assert_array_equal(labels, tiled.argmax(1).numpy())
+
+
+def test_inference_leaves_the_network_unchanged(images):
+    X, _ = images
+    model = DeepGaussianMixture(3, **FAST).fit(X)
+    before = {k: v.clone() for k, v in model.network_.state_dict().items()}
+    model.predict(X)
+    model.predict_proba(X[:1])
+    for key, value in model.network_.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_large_images_are_trained_on_patches():
+    X, y = make_segmentation_images(2, (48, 40), noise=0.2, random_state=0)
+    model = DeepGaussianMixture(3, patch_pixels=16 * 16, **FAST)
+    labels = model.fit_predict(X)
+    assert labels.shape == y.shape
+    again = DeepGaussianMixture(3, patch_pixels=16 * 16, **FAST).fit_predict(X)
+    assert_array_equal(labels, again)
+    # patches change what training sees
+    whole = DeepGaussianMixture(3, patch_pixels=None, **FAST).fit(X)
+    assert not np.allclose(whole.loss_curve_, model.loss_curve_)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_sample_pixels_reads_a_subset_of_the_masked_pixels(rng, masked):
+    X = rng.rand(3, 10, 9, 2)
+    mask = rng.rand(3, 10, 9) > 0.5 if masked else None
+    layout = layout_for(X.ndim, 2)
+    every = masked_pixels(X, mask, layout)
+    assert_array_equal(sample_pixels(X, mask, layout, 10_000, rng), every)
+    subset = sample_pixels(X, mask, layout, 20, rng)
+    assert subset.shape == (20, 2)
+    assert {tuple(p) for p in subset} <= {tuple(p) for p in every}
+
+
+def test_fit_on_a_memory_mapped_stack(tmp_path):
+    X, _ = make_segmentation_images(6, (24, 20), noise=0.2, random_state=0)
+    stack = np.lib.format.open_memmap(
+        tmp_path / "stack.npy", mode="w+", dtype=np.float32, shape=X.shape
+    )
+    stack[:] = X
+    stack.flush()
+    stack = np.load(tmp_path / "stack.npy", mmap_mode="r")
+    params = dict(FAST, batch_size=2)
+    from_disk = DeepGaussianMixture(3, **params).fit(stack)
+    in_memory = DeepGaussianMixture(3, **params).fit(np.array(stack))
+    assert_array_equal(from_disk.predict(stack), in_memory.predict(X))
+
+
+def test_3d_volume():
+    X, y = make_segmentation_images(1, (12, 16, 16), noise=0.2, random_state=0)
+    model = DeepGaussianMixture(3, spatial_dims=3, patch_pixels=8**3, **FAST)
+    labels = model.fit_predict(X)
+    assert labels.shape == y.shape
+    assert np.isfinite(model.score(X))
+
+
+def test_predict_block_wise_on_a_dask_array():
+    da = pytest.importorskip("dask.array")
+    distributed = pytest.importorskip("distributed")
+    X, _ = make_segmentation_images(4, (16, 16), noise=0.2, random_state=0)
+    model = DeepGaussianMixture(3, **FAST).fit(X)
+    lazy = da.from_array(X, chunks=(1, -1, -1))
+    with distributed.Client(processes=False, n_workers=1, dashboard_address=None):
+        labels = lazy.map_blocks(model.predict, dtype=int).compute()
+    assert_array_equal(labels, model.predict(X))
