@@ -24,7 +24,7 @@ from skdgmm.datasets import make_segmentation_images
 from skdgmm.metrics import match_labels
 from skdgmm.plotting import plot_loss_curve, plot_overlay, plot_probabilities
 
-images, truth = make_segmentation_images(1, (64, 64), noise=0.5, random_state=1)
+images, truth = make_segmentation_images(1, (64, 64), noise=0.6, random_state=0)
 models = {
     "GaussianMixture (EM)": PixelwiseMixture(GaussianMixture(3, random_state=0)),
     "deepG": DeepGaussianMixture(3, random_state=0, device="cpu"),
