@@ -33,7 +33,7 @@ models = {
     ),
 }
 
-fig, axes = plt.subplots(1, 4, figsize=(13, 3.8), layout="constrained")
+fig, axes = plt.subplots(1, 4, figsize=(13, 4.1), layout="constrained")
 plot_overlay(images[0], truth[0], ax=axes[0], title="ground truth")
 for ax, (name, model) in zip(axes[1:], models.items()):
     labels = model.fit_predict(images)

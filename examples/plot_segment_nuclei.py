@@ -24,7 +24,7 @@ models = {
     "DeepGaussianMixture": DeepGaussianMixture(2, random_state=0, device="cpu"),
 }
 
-fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), layout="constrained")
+fig, axes = plt.subplots(1, 3, figsize=(12, 4.9), layout="constrained")
 plot_overlay(image, truth, ax=axes[0], title="ground truth")
 for ax, (name, model) in zip(axes[1:], models.items()):
     # cluster ids are arbitrary: name them after the classes they overlap
@@ -39,7 +39,7 @@ plt.show()
 # fewer isolated pixels, while the Gaussians stay those of EM (the default
 # ``em_anchor=1``). Outlines make the difference easier to see on a detail.
 detail = (slice(64, 160), slice(64, 160))
-fig, axes = plt.subplots(1, 2, figsize=(8, 4.4), layout="constrained")
+fig, axes = plt.subplots(1, 2, figsize=(8, 4.5), layout="constrained")
 for ax, (name, model) in zip(axes, models.items()):
     labels = model.predict(image[None])[0]
     plot_overlay(image[detail], labels[detail], ax=ax, boundaries=True, title=name)

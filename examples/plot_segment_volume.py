@@ -43,7 +43,7 @@ for name, model in models.items():
 # deep model are coherent from one slice to the next, as the network
 # sees the volume in 3-D.
 slices = [4, 8, 12]
-fig, axes = plt.subplots(3, 3, figsize=(8, 8.4), layout="constrained")
+fig, axes = plt.subplots(3, 3, figsize=(8, 9), layout="constrained")
 for row, (name, labels) in zip(axes, segmentations.items()):
     for ax, z in zip(row, slices):
         plot_overlay(volumes[0, z], labels[z], ax=ax, title=f"{name}, slice {z}")

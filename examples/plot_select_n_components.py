@@ -79,7 +79,7 @@ plt.show()
 #
 # The segmentation of the best model on the intensities:
 labels = searches["intensity"].best_estimator_.predict(images)
-fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), layout="constrained")
+fig, axes = plt.subplots(1, 3, figsize=(10, 3.8), layout="constrained")
 for i, ax in enumerate(axes):
     plot_overlay(images[i], labels[i], ax=ax, title=f"image {i}")
 plt.show()

@@ -56,7 +56,7 @@ for name, model in models.items():
 # The new images, their ground truth and the two segmentations. The deep
 # model's regions are cleaner: it learnt from the training images that
 # classes come in blobs.
-fig, axes = plt.subplots(3, 4, figsize=(10, 8), layout="constrained")
+fig, axes = plt.subplots(3, 4, figsize=(10, 9.4), layout="constrained")
 for i in range(4):
     plot_overlay(new[i], new_truth[i], ax=axes[0, i], title=f"new image {i}")
     for row, (name, labels) in zip(axes[1:], predicted.items()):
