@@ -182,7 +182,7 @@ def plot_probabilities(
     n_axes = n_components + bool(uncertainty)
     if axes is None:
         _, axes = plt.subplots(
-            1, n_axes, figsize=(3.0 * n_axes, 2.8), squeeze=False, layout="constrained"
+            1, n_axes, figsize=(3.0 * n_axes, 3.2), squeeze=False, layout="constrained"
         )
     axes = np.ravel(axes)
     if len(axes) != n_axes:
