@@ -1,10 +1,12 @@
-"""Command line: ``skdgmm demo`` (also ``python -m skdgmm demo``)."""
+"""Command line: ``skdgmm demo`` and ``skdgmm segment`` (also ``python -m skdgmm``)."""
 
 import argparse
 import sys
 import time
 
 import numpy as np
+
+from ._cli import UsageError, add_segment_parser
 
 
 def _demo(args):
@@ -61,9 +63,13 @@ def main(argv=None):
     )
     demo.add_argument("-o", "--output", help="write the label map to this PNG file")
     demo.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(run=_demo, parser=demo)
+    add_segment_parser(commands)
     args = parser.parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except UsageError as error:
+        args.parser.error(str(error))  # the usage and message, exit status 2
     return 0
 
 

@@ -40,8 +40,8 @@ def make_segmentation_images(
 
     Returns
     -------
-    images : ndarray of shape (n_images, *shape) or (n_images, *shape, n_channels)
-    labels : ndarray of int of shape (n_images, *shape)
+    images : ndarray of shape ``(n_images, *shape)`` or ``(n_images, *shape, n_channels)``
+    labels : ndarray of int of shape ``(n_images, *shape)``
 
     Examples
     --------

@@ -254,7 +254,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
     n_features_in_ : int
         Number of features (image channels).
 
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, for tabular input with string
         column names.
 
