@@ -352,7 +352,7 @@ def optimize(
             history.log_likelihoods.append(ll_sum / count)
             change = _mean_change(history.losses)
             if on_iter is not None:
-                on_iter(n_iter, change)
+                on_iter(n_iter, history.losses[-1], change)
             if abs(change) < tol:
                 history.converged = True
                 break

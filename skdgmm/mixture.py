@@ -1,6 +1,7 @@
 """Deep Gaussian mixture model (Schwab, Mayr & Haltmeier, arXiv 2404.12252)."""
 
 import copy
+import functools
 import warnings
 from numbers import Integral, Real
 
@@ -12,6 +13,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
 
 from ._gaussian import (
     compute_precision_cholesky,
@@ -144,7 +146,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         then ignored).
 
     verbose : int, default=0
-        Print progress: 1 for the initializations, 2 also for iterations.
+        Show progress: 1 a progress bar of the training iterations (tqdm; a
+        widget in notebooks), 2 printed messages for the initializations and
+        every ``verbose_interval`` iterations.
 
     verbose_interval : int, default=10
         Number of iterations between two progress messages.
@@ -468,7 +472,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
 
         best = None
         for init in range(1 if warm else self.n_init):
-            self._print_verbose(1, f"Initialization {init}")
+            self._print_verbose(2, f"Initialization {init}")
             generator = torch.Generator().manual_seed(
                 int(random_state.randint(np.iinfo(np.int32).max))
             )
@@ -483,19 +487,25 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             if pretraining is not None and pretraining.interrupted:
                 history = History(interrupted=True)
             else:
-                history = optimize(
-                    network,
-                    loss_fn,
-                    batches,
-                    learning_rate=self.learning_rate,
-                    max_iter=self.max_iter,
-                    tol=self.tol,
-                    generator=generator,
-                    on_iter=self._print_verbose_iter,
-                )
+                with tqdm(
+                    total=self.max_iter,
+                    desc=f"Initialization {init}",
+                    unit="it",
+                    disable=self.verbose != 1,
+                ) as progress:
+                    history = optimize(
+                        network,
+                        loss_fn,
+                        batches,
+                        learning_rate=self.learning_rate,
+                        max_iter=self.max_iter,
+                        tol=self.tol,
+                        generator=generator,
+                        on_iter=functools.partial(self._report_iter, progress),
+                    )
             loss, log_likelihood = self._evaluate(network, loss_fn, batches)
             self._print_verbose(
-                1,
+                2,
                 f"Initialization {'converged' if history.converged else 'did not converge'}."
                 f" lower bound {log_likelihood:.5f}.",
             )
@@ -681,7 +691,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         if self.verbose >= level:
             print(message)
 
-    def _print_verbose_iter(self, n_iter, change):
+    def _report_iter(self, progress, n_iter, loss, change):
+        progress.update()
+        progress.set_postfix(loss=f"{loss:.4f}", change=f"{change:.2g}", refresh=False)
         if n_iter % self.verbose_interval == 0:
             self._print_verbose(2, f"  Iteration {n_iter}\t loss change {change:.5f}")
 

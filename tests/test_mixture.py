@@ -344,6 +344,15 @@ def test_verbose_prints_progress(images, capsys):
     assert "Initialization 0" in out and "Iteration 1" in out and "lower bound" in out
 
 
+def test_verbose_1_shows_a_progress_bar(images, capsys):
+    X, _ = images
+    _model(3, verbose=1, max_iter=3, tol=0).fit(X)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "Initialization 0" in captured.err and "3/3" in captured.err
+    assert "loss=" in captured.err
+
+
 def test_recovers_synthetic_segmentation():
     X, labels = make_segmentation_images(4, (32, 32), noise=0.3, random_state=1)
     model = DeepGaussianMixture(

@@ -1,0 +1,362 @@
+"""Speed and scale of DeepGaussianMixture against scikit-learn's GaussianMixture.
+
+Every case runs in its own process, so that its peak memory is its own, and
+compares with ``GaussianMixture`` on the same pixels in the same process.
+
+Cases
+-----
+fit          one 256 x 256 image: fit time over GaussianMixture.fit, and where
+             the time goes (initial EM, pre-training, training, the rest)
+predict      a model trained on other images labels a new 256 x 256 image:
+             predict time against GaussianMixture.fit_predict on it
+scaling      predict (and fit, 10 iterations) on one image from 128^2 to
+             4096^2 pixels: time and peak memory
+volume       fit and predict a 128^3 volume (``spatial_dims=3``)
+memmap       fit on a memory-mapped stack on disk, 16 times a training batch
+dask         predict block-wise on a dask array with a local cluster
+gridsearch   GridSearchCV over n_components, n_jobs=1 against n_jobs=2
+
+Usage::
+
+    python benchmarks/speed.py [--cases fit predict ...]
+                               [--output benchmarks/results/speed]
+
+Prints a markdown table per case and writes all figures to a JSON file.
+Times are the best of a few repeats on a warm process; these machines are
+noisy, so compare the ratios, which are measured side by side.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+
+from skdgmm import DeepGaussianMixture
+from skdgmm.datasets import load_nuclei, make_segmentation_images
+
+warnings.simplefilter("ignore", ConvergenceWarning)
+
+
+def _status(field):
+    """A memory figure of this process from /proc, in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+class PeakMemory:
+    """Peak of the anonymous resident memory (heap, tensors; not the pages of
+    memory-mapped files) while the block runs, above its start, in MB."""
+
+    def __enter__(self):
+        self.start = self.peak = _status("RssAnon")
+        self._running = True
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self):
+        while self._running:
+            self.peak = max(self.peak, _status("RssAnon"))
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self._running = False
+        self._thread.join()
+        self.peak = max(self.peak, _status("RssAnon"))
+        self.used = self.peak - self.start
+
+
+def best_time(run, repeat=3):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _warm_up():
+    """First calls of torch pay one-off costs (threads, kernels)."""
+    X, _ = make_segmentation_images(1, (32, 32), random_state=0)
+    DeepGaussianMixture(2, max_iter=2, init_iter=1, random_state=0).fit_predict(X)
+
+
+def _phases(model, X):
+    """Fit ``model`` on X and time its phases by wrapping their functions."""
+    import skdgmm.mixture as module
+
+    spent = {}
+
+    def timed(name, function):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+
+        return wrapper
+
+    originals = module.optimize, module.GaussianMixture.fit
+    calls = []
+
+    def optimize(*args, **kwargs):
+        calls.append(None)
+        phase = "pre-training" if len(calls) == 1 else "training"
+        return timed(phase, originals[0])(*args, **kwargs)
+
+    module.optimize = optimize
+    module.GaussianMixture.fit = timed("initial EM", originals[1])
+    try:
+        start = time.perf_counter()
+        model.fit(X)
+        total = time.perf_counter() - start
+    finally:
+        module.optimize, module.GaussianMixture.fit = originals
+    spent["rest"] = total - sum(spent.values())
+    return total, spent
+
+
+def case_fit():
+    images = {
+        "nuclei (real), K=2": (load_nuclei()[0][None], 2),
+        "synthetic, K=3": (
+            make_segmentation_images(1, (256, 256), noise=0.4, random_state=0)[0],
+            3,
+        ),
+    }
+    rows = []
+    for name, (X, k) in images.items():
+        pixels = X.reshape(-1, 1)
+        gmm = best_time(lambda: GaussianMixture(k, random_state=0).fit(pixels))
+        for setting, params in [("defaults", {}), ("learning_rate=0.03", {})]:
+            if setting != "defaults":
+                params = dict(learning_rate=0.03)
+            model = DeepGaussianMixture(k, random_state=0, **params)
+            total, phases = _phases(model, X)
+            n_steps = model.init_iter + model.n_iter_
+            rows.append(
+                dict(
+                    image=name,
+                    setting=setting,
+                    gmm_s=gmm,
+                    dgmm_s=total,
+                    ratio=total / gmm,
+                    n_iter=model.n_iter_,
+                    s_per_iteration=(phases["pre-training"] + phases["training"])
+                    / n_steps,
+                    **{f"{p}_s": t for p, t in phases.items()},
+                )
+            )
+    return rows
+
+
+def case_predict():
+    X, _ = make_segmentation_images(9, (256, 256), noise=0.4, random_state=0)
+    model = DeepGaussianMixture(3, random_state=0).fit(X[:8])
+    new = X[8:]
+    gmm = best_time(
+        lambda: GaussianMixture(3, random_state=0).fit_predict(new.reshape(-1, 1))
+    )
+    predict = best_time(lambda: model.predict(new), repeat=5)
+    many = np.repeat(X[:8], 4, axis=0)
+    throughput = len(many) / best_time(lambda: model.predict(many), repeat=2)
+    return [
+        dict(
+            gmm_fit_predict_s=gmm,
+            predict_s=predict,
+            speedup=gmm / predict,
+            slices_per_s=throughput,
+        )
+    ]
+
+
+def case_scaling():
+    train, _ = make_segmentation_images(2, (128, 128), noise=0.4, random_state=0)
+    model = DeepGaussianMixture(3, random_state=0).fit(train)
+    rows = []
+    for size in (128, 256, 512, 1024, 2048, 4096):
+        X, _ = make_segmentation_images(
+            1, (size, size), noise=0.4, smoothness=size / 32, random_state=0
+        )
+        X = X.astype(np.float32)
+        with PeakMemory() as memory:
+            predict = best_time(lambda: model.predict(X), repeat=1)
+        row = dict(
+            pixels=size * size,
+            predict_s=predict,
+            predict_peak_mb=memory.used,
+            input_mb=X.nbytes / 2**20,
+        )
+        if size <= 1024:
+            fitted = DeepGaussianMixture(3, random_state=0, max_iter=10, init_iter=2)
+            with PeakMemory() as memory:
+                row["fit_10_iter_s"] = best_time(lambda: fitted.fit(X), repeat=1)
+            row["fit_peak_mb"] = memory.used
+            row["gmm_fit_s"] = best_time(
+                lambda: GaussianMixture(3, random_state=0).fit(X.reshape(-1, 1)),
+                repeat=1,
+            )
+        rows.append(row)
+    return rows
+
+
+def case_volume():
+    X, y = make_segmentation_images(
+        1, (128, 128, 128), noise=0.4, smoothness=6, random_state=0
+    )
+    X = X.astype(np.float32)
+    model = DeepGaussianMixture(3, spatial_dims=3, random_state=0)
+    with PeakMemory() as fit_memory:
+        fit = best_time(lambda: model.fit(X), repeat=1)
+    with PeakMemory() as predict_memory:
+        predict = best_time(lambda: model.predict(X), repeat=1)
+    gmm = best_time(
+        lambda: GaussianMixture(3, random_state=0).fit(X.reshape(-1, 1)), repeat=1
+    )
+    from sklearn.metrics import adjusted_rand_score
+
+    return [
+        dict(
+            voxels=X.size,
+            fit_s=fit,
+            n_iter=model.n_iter_,
+            fit_peak_mb=fit_memory.used,
+            predict_s=predict,
+            predict_peak_mb=predict_memory.used,
+            gmm_fit_s=gmm,
+            ari=adjusted_rand_score(y.ravel(), model.predict(X).ravel()),
+        )
+    ]
+
+
+def case_memmap():
+    batch_size = 4
+    X, _ = make_segmentation_images(
+        16 * batch_size, (512, 512), noise=0.4, smoothness=16, random_state=0
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "stack.npy"
+        np.save(path, X.astype(np.float32))
+        del X
+        stack = np.load(path, mmap_mode="r")
+        model = DeepGaussianMixture(
+            3, batch_size=batch_size, max_iter=2, init_iter=1, random_state=0
+        )
+        with PeakMemory() as memory:
+            fit = best_time(lambda: model.fit(stack), repeat=1)
+        return [
+            dict(
+                stack_mb=stack.nbytes / 2**20,
+                batch_mb=stack[:batch_size].nbytes / 2**20,
+                fit_s=fit,
+                peak_mb=memory.used,
+            )
+        ]
+
+
+def case_dask():
+    import dask.array as da
+    from distributed import Client
+
+    X, _ = make_segmentation_images(16, (256, 256), noise=0.4, random_state=0)
+    model = DeepGaussianMixture(3, random_state=0, max_iter=10).fit(X[:4])
+    direct = best_time(lambda: model.predict(X), repeat=1)
+    lazy = da.from_array(X, chunks=(4, -1, -1))
+    with Client(processes=False, n_workers=1, threads_per_worker=2):
+        labels = lazy.map_blocks(model.predict, dtype=int)
+        blockwise = best_time(labels.compute, repeat=1)
+        same = bool((labels.compute() == model.predict(X)).all())
+    return [dict(images=len(X), predict_s=direct, dask_s=blockwise, identical=same)]
+
+
+def case_gridsearch():
+    from sklearn.model_selection import GridSearchCV
+
+    from skdgmm.metrics import bic_scorer
+
+    X, _ = make_segmentation_images(6, (48, 48), noise=0.2, random_state=0)
+    rows = []
+    for n_jobs in (1, 2):
+        search = GridSearchCV(
+            DeepGaussianMixture(random_state=0, max_iter=20),
+            {"n_components": [2, 3, 4]},
+            scoring=bic_scorer,
+            cv=2,
+            n_jobs=n_jobs,
+        )
+        seconds = best_time(lambda: search.fit(X), repeat=1)
+        rows.append(
+            dict(
+                n_jobs=n_jobs, seconds=seconds, best=search.best_params_["n_components"]
+            )
+        )
+    return rows
+
+
+CASES = {
+    "fit": case_fit,
+    "predict": case_predict,
+    "scaling": case_scaling,
+    "volume": case_volume,
+    "memmap": case_memmap,
+    "dask": case_dask,
+    "gridsearch": case_gridsearch,
+}
+
+
+def _table(name, rows):
+    columns = list(rows[0])
+    lines = [f"### {name}", "", "| " + " | ".join(columns) + " |"]
+    lines.append("|" + "---|" * len(columns))
+    for row in rows:
+        cells = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    parser.add_argument(
+        "--output", default=str(Path(__file__).parent / "results" / "speed")
+    )
+    parser.add_argument("--run-case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run_case:  # inside the child process of one case
+        _warm_up()
+        print(json.dumps(CASES[args.run_case]()))
+        return
+    results = {}
+    for name in args.cases:
+        child = subprocess.run(
+            [sys.executable, __file__, "--run-case", name],
+            capture_output=True,
+            text=True,
+        )
+        if child.returncode:
+            print(f"### {name}\n\nfailed:\n{child.stderr[-2000:]}\n", flush=True)
+            continue
+        results[name] = json.loads(child.stdout.strip().splitlines()[-1])
+        print(_table(name, results[name]), flush=True)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    output.with_suffix(".md").write_text(
+        "\n".join(_table(name, rows) for name, rows in results.items())
+    )
+
+
+if __name__ == "__main__":
+    main()
