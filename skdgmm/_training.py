@@ -54,7 +54,10 @@ class Scaling:
     """Affine maps from input units to the network's and the likelihood's.
 
     The likelihood uses one scale for all channels so that every covariance
-    type (spherical included) maps back to input units exactly.
+    type (spherical included) maps back to input units exactly. It counts
+    ``reg_covar`` with the spread of the pixels, so that the regularization
+    stays of order one in the likelihood's units (in float32 too) however
+    small the values are.
     """
 
     center: np.ndarray
@@ -62,11 +65,14 @@ class Scaling:
     channel_scale: np.ndarray
 
     @classmethod
-    def from_pixels(cls, pixels):
+    def from_pixels(cls, pixels, reg_covar=0.0):
         center = pixels.mean(0)
+        # a spread below float32's smallest normal number would divide the
+        # network's input by zero: such a channel is constant
         spread = pixels.std(0)
+        spread[spread < np.finfo(np.float32).tiny] = 0.0
         channel_scale = np.where(spread > 0, spread, 1.0)
-        scale = float(np.sqrt(np.mean(spread**2))) or 1.0
+        scale = float(np.sqrt(np.mean(spread**2) + reg_covar)) or 1.0
         return cls(center, scale, channel_scale)
 
 

@@ -445,7 +445,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
 
         self.device_ = _resolve_device(self.device)
         if not warm:
-            self._scaling = Scaling.from_pixels(pixels.astype(np.float64))
+            self._scaling = Scaling.from_pixels(
+                pixels.astype(np.float64), self.reg_covar
+            )
         batches = self._batches(X, mask, layout, self.device_)
         random_state = check_random_state(self.random_state)
 
