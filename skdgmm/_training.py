@@ -92,7 +92,9 @@ class ImageBatches:
         self.batch_size, self.device, self.dtype = batch_size, device, dtype
         self.margin = margin
         shape = (1, -1) + (1,) * (X.ndim - 2)
-        self._center = self.tensor(scaling.center).reshape(shape)
+        # centred before the conversion to the batches' dtype: float32 would
+        # round away the differences between large values
+        self._center = np.reshape(scaling.center, shape)
         self._net_scale = self.tensor(scaling.channel_scale).reshape(shape)
         self._lik_scale = scaling.scale
         self._whole = self._make(slice(None)) if len(X) <= batch_size else None
@@ -124,12 +126,12 @@ class ImageBatches:
         X = self.X[index]
         if self.mask is None:
             region = ()
-            x = self.tensor(X) - self._center
+            x = self.tensor(X - self._center)
             mask = torch.ones_like(x[:, 0])
         else:
             mask = self.mask[index]
             region = self._region(mask)
-            x = self.tensor(X[(slice(None), slice(None), *region)]) - self._center
+            x = self.tensor(X[(slice(None), slice(None), *region)] - self._center)
             mask = self.tensor(mask[(slice(None), *region)])
         return Batch(x / self._net_scale, x / self._lik_scale, mask, index, region)
 
