@@ -823,9 +823,14 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         log_likelihood : float
         """
         scores = self.score_samples(X, mask=mask)
-        return float(
-            scores.mean() if mask is None else scores[np.asarray(mask, bool)].mean()
-        )
+        if mask is not None:
+            scores = scores[np.asarray(mask, bool)]
+        if scores.size == 0:
+            raise ValueError(
+                "The mask selects no pixels: the mean log-likelihood needs at "
+                "least one."
+            )
+        return float(scores.mean())
 
     def _n_parameters(self):
         """Number of free parameters of the Gaussian mixture."""
