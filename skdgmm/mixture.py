@@ -790,7 +790,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             check_is_fitted(self)
             X, mask, _ = validate_input(self, X, mask, reset=False)
             log_mix = torch.as_tensor(np.log(self.weights_))
-        pixels = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float64))
+        # a writable copy of read-only input: torch warns on sharing it
+        pixels = torch.as_tensor(np.require(X, np.float64, ["C", "W"]))
         pixels = pixels.reshape(1, -1, self.n_features_in_)
         log_prob = estimate_log_gaussian_prob(
             pixels,
