@@ -111,3 +111,32 @@ def load_nuclei():
     with resources.files("skdgmm").joinpath("data/nuclei.npz").open("rb") as f:
         data = np.load(f)
         return data["image"] / 255.0, data["labels"].astype(int)
+
+
+def load_mni152():
+    """Three axial slices of the MNI152 brain template with tissue labels.
+
+    Slices 80, 90 and 100 (1 mm, 233x197) of the skull-stripped T1 of the
+    ICBM152 2009 template, as shipped with nilearn, with the brain mask and
+    hard labels CSF / grey matter / white matter: a K=3 problem inside the
+    mask. The template is an average of many subjects and its tissue maps
+    come from segmenting it, so it is a sanity check rather than a benchmark.
+
+    Returns
+    -------
+    images : ndarray of shape (3, 233, 197), float in [0, 1]
+    labels : ndarray of shape (3, 233, 197), int
+        0 outside the brain mask, 1 CSF, 2 grey matter, 3 white matter.
+    mask : ndarray of shape (3, 233, 197), bool
+        The brain.
+
+    Examples
+    --------
+    >>> from skdgmm.datasets import load_mni152
+    >>> images, labels, mask = load_mni152()
+    >>> images.shape, sorted(set(labels[mask].tolist()))
+    ((3, 233, 197), [1, 2, 3])
+    """
+    with resources.files("skdgmm").joinpath("data/mni152.npz").open("rb") as f:
+        data = np.load(f)
+        return data["t1"] / 255.0, data["labels"].astype(int), data["brain_mask"]

@@ -7,7 +7,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skdgmm.datasets import load_nuclei, make_segmentation_images
+from skdgmm.datasets import load_mni152, load_nuclei, make_segmentation_images
 from skdgmm.metrics import bic_scorer, dice_score, match_labels
 
 
@@ -93,3 +93,13 @@ def test_load_nuclei():
     assert image.shape == labels.shape == (256, 256)
     assert 0 <= image.min() and image.max() <= 1
     assert 0.05 < labels.mean() < 0.5
+
+
+def test_load_mni152():
+    images, labels, mask = load_mni152()
+    assert images.shape == labels.shape == mask.shape == (3, 233, 197)
+    assert mask.dtype == bool and 0 <= images.min() and images.max() <= 1
+    assert_array_equal(labels > 0, mask)
+    # every tissue in every slice; white matter brighter than grey, than CSF
+    means = [[images[i][labels[i] == k].mean() for k in (1, 2, 3)] for i in range(3)]
+    assert all(csf < grey < white for csf, grey, white in means)
