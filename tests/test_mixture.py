@@ -115,6 +115,11 @@ def test_tabular_limit_matches_gaussian_mixture(covariance_type, rng):
     model.fit(X)
     assert adjusted_rand_score(gm.predict(X), model.predict(X)) == 1.0
     assert model.score(X) == pytest.approx(gm.score(X), abs=2e-3)
+    assert model.lower_bound_ == pytest.approx(gm.lower_bound_, abs=2e-3)
+    assert_allclose(model.score_samples(X), gm.score_samples(X), atol=1e-2)
+    order = np.argsort(model.means_[:, 0]), np.argsort(gm.means_[:, 0])
+    assert_allclose(model.means_[order[0]], gm.means_[order[1]], atol=1e-2)
+    assert_allclose(model.weights_[order[0]], gm.weights_[order[1]], atol=1e-2)
     assert model.covariances_.shape == gm.covariances_.shape
     assert model.precisions_cholesky_.shape == gm.precisions_cholesky_.shape
 
