@@ -31,6 +31,19 @@ _ILL_DEFINED_COVARIANCE = (
     "or collapsed samples). Try to decrease the number of components, "
     "increase reg_covar, or scale the input data."
 )
+_NON_FINITE_COVARIANCE = (
+    "Fitting the mixture model failed because some covariances are not "
+    "finite: the optimization diverged. Try a smaller learning_rate, or "
+    "scale the input data (values that differ by less than their rounding "
+    "error cannot be modelled)."
+)
+
+
+def _ill_defined(covariances):
+    """The error for covariances that are not positive definite."""
+    if bool(torch.isfinite(covariances).all()):
+        return ValueError(_ILL_DEFINED_COVARIANCE)
+    return ValueError(_NON_FINITE_COVARIANCE)
 
 
 def _estimate_covariances_full(resp, X, nk, means, reg_covar):
@@ -102,18 +115,27 @@ def compute_precision_cholesky(covariances, covariance_type):
     Raises
     ------
     ValueError
-        If a covariance matrix is not positive definite.
+        If a covariance matrix is not positive definite or not finite.
     """
     if covariance_type in ("full", "tied"):
-        chol, info = torch.linalg.cholesky_ex(covariances)
-        if bool((info != 0).any()):
-            raise ValueError(_ILL_DEFINED_COVARIANCE)
         eye = torch.eye(
             covariances.shape[-1], dtype=covariances.dtype, device=covariances.device
         ).expand_as(covariances)
+        chol, info = torch.linalg.cholesky_ex(covariances)
+        if bool((info != 0).any()):
+            # Semi-definite only up to rounding (duplicated channels, whose
+            # reg_covar is below float32's resolution): a jitter just above
+            # the rounding error of the largest variance makes it definite.
+            largest = covariances.diagonal(dim1=-2, dim2=-1).amax(-1)
+            jitter = 1e3 * torch.finfo(covariances.dtype).eps * largest
+            covariances = covariances + jitter[..., None, None] * eye
+            chol, info = torch.linalg.cholesky_ex(covariances)
+            if bool((info != 0).any()):
+                raise _ill_defined(covariances)
         return torch.linalg.solve_triangular(chol, eye, upper=False).mT
-    if bool((covariances <= 0).any()):
-        raise ValueError(_ILL_DEFINED_COVARIANCE)
+    # written so that NaN fails too
+    if not bool((covariances > 0).all()):
+        raise _ill_defined(covariances)
     return covariances.rsqrt()
 
 

@@ -90,6 +90,33 @@ def channels_last(Y, layout):
     return Y[0] if layout.tabular else Y
 
 
+# Variances sum squared values: beyond this magnitude they overflow float64.
+_MAX_MAGNITUDE = 1e150
+# float32 values beyond this have squares that overflow float32 (3.4e38),
+# which estimators computing in the input's dtype (GaussianMixture) cannot
+# handle; such arrays are converted to float64.
+_MAX_FLOAT32_MAGNITUDE = 1e18
+
+
+def _check_magnitude(X):
+    """``X`` (validated, float) if its squares can be summed, else a ValueError.
+
+    float32 arrays with large values come back as float64.
+    """
+    if X.size == 0:
+        return X
+    # max and min do not allocate, unlike abs: stacks can be large
+    magnitude = max(float(X.max()), -float(X.min()))
+    if magnitude > _MAX_MAGNITUDE:
+        raise ValueError(
+            f"X has values up to {magnitude:.3g} in magnitude; values must be "
+            f"below {_MAX_MAGNITUDE:.0e}, or their squares overflow. Rescale X."
+        )
+    if X.dtype == np.float32 and magnitude > _MAX_FLOAT32_MAGNITUDE:
+        return X.astype(np.float64)
+    return X
+
+
 def check_mask(mask, pixel_shape):
     """Validate a user mask and return it as a boolean array (or None).
 
@@ -132,6 +159,13 @@ def validate_input(estimator, X, mask, *, reset):
     layout : Layout
     """
     ndim = X.ndim if hasattr(X, "ndim") else np.asarray(X).ndim
+    dtype = getattr(X, "dtype", None)
+    if isinstance(dtype, np.dtype) and dtype.kind == "c":
+        # scikit-learn's message would print the whole array
+        raise ValueError(
+            "Complex data not supported: X must hold real numbers (take the "
+            "magnitude, or put the real and imaginary parts in two channels)."
+        )
     if sp.issparse(X) or ndim <= 2:
         X = validate_data(
             estimator,
@@ -140,9 +174,12 @@ def validate_input(estimator, X, mask, *, reset):
             dtype=[np.float64, np.float32],
             ensure_min_samples=2 if reset else 1,
         )
+        X = _check_magnitude(X)
         layout = layout_for(2, estimator.spatial_dims)
     else:
-        X = check_array(X, allow_nd=True, dtype=[np.float64, np.float32])
+        X = _check_magnitude(
+            check_array(X, allow_nd=True, dtype=[np.float64, np.float32])
+        )
         layout = layout_for(X.ndim, estimator.spatial_dims)
         if 0 in X.shape:
             raise ValueError(f"Found an empty image stack of shape {X.shape}.")

@@ -55,7 +55,10 @@ class Scaling:
     """Affine maps from input units to the network's and the likelihood's.
 
     The likelihood uses one scale for all channels so that every covariance
-    type (spherical included) maps back to input units exactly.
+    type (spherical included) maps back to input units exactly. It counts
+    ``reg_covar`` with the spread of the pixels, so that the regularization
+    stays of order one in the likelihood's units (in float32 too) however
+    small the values are.
     """
 
     center: np.ndarray
@@ -63,11 +66,14 @@ class Scaling:
     channel_scale: np.ndarray
 
     @classmethod
-    def from_pixels(cls, pixels):
+    def from_pixels(cls, pixels, reg_covar=0.0):
         center = pixels.mean(0)
+        # a spread below float32's smallest normal number would divide the
+        # network's input by zero: such a channel is constant
         spread = pixels.std(0)
+        spread[spread < np.finfo(np.float32).tiny] = 0.0
         channel_scale = np.where(spread > 0, spread, 1.0)
-        scale = float(np.sqrt(np.mean(spread**2))) or 1.0
+        scale = float(np.sqrt(np.mean(spread**2) + reg_covar)) or 1.0
         return cls(center, scale, channel_scale)
 
 
@@ -99,7 +105,9 @@ class ImageBatches:
         self.patch_pixels = patch_pixels
         self.margin = margin
         shape = (1, -1) + (1,) * (X.ndim - 2)
-        self._center = self.tensor(scaling.center).reshape(shape)
+        # centred before the conversion to the batches' dtype: float32 would
+        # round away the differences between large values
+        self._center = np.reshape(scaling.center, shape)
         self._net_scale = self.tensor(scaling.channel_scale).reshape(shape)
         self._lik_scale = scaling.scale
         self._whole = self._make(slice(None)) if len(X) <= batch_size else None
@@ -131,12 +139,12 @@ class ImageBatches:
         X = self.X[index]
         if self.mask is None:
             region = ()
-            x = self.tensor(X) - self._center
+            x = self.tensor(X - self._center)
             mask = torch.ones_like(x[:, 0])
         else:
             mask = self.mask[index]
             region = self._region(mask)
-            x = self.tensor(X[(slice(None), slice(None), *region)]) - self._center
+            x = self.tensor(X[(slice(None), slice(None), *region)] - self._center)
             mask = self.tensor(mask[(slice(None), *region)])
         return Batch(x / self._net_scale, x / self._lik_scale, mask, index, region)
 

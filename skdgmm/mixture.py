@@ -467,7 +467,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         # the scaling and the initial Gaussians need few pixels
         pixels = sample_pixels(X, mask, layout, _INITIAL_PIXELS, random_state)
         if not warm:
-            self._scaling = Scaling.from_pixels(pixels.astype(np.float64))
+            self._scaling = Scaling.from_pixels(
+                pixels.astype(np.float64), self.reg_covar
+            )
         batches = self._batches(X, mask, layout, self.device_)
 
         best = None
@@ -829,7 +831,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             check_is_fitted(self)
             X, mask, _ = validate_input(self, X, mask, reset=False)
             log_mix = torch.as_tensor(np.log(self.weights_))
-        pixels = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float64))
+        # a writable copy of read-only input: torch warns on sharing it
+        pixels = torch.as_tensor(np.require(X, np.float64, ["C", "W"]))
         pixels = pixels.reshape(1, -1, self.n_features_in_)
         log_prob = estimate_log_gaussian_prob(
             pixels,
@@ -862,9 +865,14 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         log_likelihood : float
         """
         scores = self.score_samples(X, mask=mask)
-        return float(
-            scores.mean() if mask is None else scores[np.asarray(mask, bool)].mean()
-        )
+        if mask is not None:
+            scores = scores[np.asarray(mask, bool)]
+        if scores.size == 0:
+            raise ValueError(
+                "The mask selects no pixels: the mean log-likelihood needs at "
+                "least one."
+            )
+        return float(scores.mean())
 
     def _n_parameters(self):
         """Number of free parameters of the Gaussian mixture."""

@@ -94,7 +94,14 @@ class PixelwiseMixture(MetaEstimatorMixin, BaseEstimator):
         """``method`` of the fitted estimator on every pixel, as images."""
         check_is_fitted(self)
         X, mask, layout = validate_input(self, X, mask, reset=False)
-        values = getattr(self.estimator_, method)(masked_pixels(X, mask, layout))
+        pixels = masked_pixels(X, mask, layout)
+        if len(pixels):
+            values = getattr(self.estimator_, method)(pixels)
+        else:
+            # scikit-learn refuses empty arrays: one pixel gives the shape and
+            # dtype of the (empty) output
+            first = masked_pixels(X, None, layout)[:1]
+            values = getattr(self.estimator_, method)(first)[:0]
         return unmask_pixels(values, X.shape, mask, layout, fill)
 
     def predict(self, X, *, mask=None):

@@ -7,7 +7,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skdgmm.datasets import load_nuclei, make_segmentation_images
+from skdgmm.datasets import load_mni152, load_nuclei, make_segmentation_images
 from skdgmm.metrics import bic_scorer, dice_score, match_labels
 
 
@@ -60,8 +60,46 @@ def test_make_segmentation_images(shape, n_channels):
     )
 
 
+@pytest.mark.parametrize(
+    "shape, n_channels", [((16, 12), 1), ((16, 12), 3), ((6, 7, 8), 2)]
+)
+def test_bias_field_is_smooth_multiplicative_and_reproducible(shape, n_channels):
+    params = dict(n_classes=3, n_channels=n_channels, noise=0.0, random_state=0)
+    clean, labels = make_segmentation_images(3, shape, **params)
+    biased, biased_labels = make_segmentation_images(3, shape, bias_field=0.4, **params)
+    assert_array_equal(biased_labels, labels)
+    # one gain per pixel, shared by the channels, within exp(+-0.4)
+    gain = biased[clean != 0] / clean[clean != 0]
+    assert (gain >= np.exp(-0.4) - 1e-12).all() and (gain <= np.exp(0.4) + 1e-12).all()
+    assert gain.std() > 0.05
+    if n_channels > 1:
+        ratios = biased[..., 0] / np.where(clean[..., 0] == 0, 1, clean[..., 0])
+        other = biased[..., 1] / np.where(clean[..., 1] == 0, 1, clean[..., 1])
+        both = (clean[..., 0] != 0) & (clean[..., 1] != 0)
+        assert_allclose(ratios[both], other[both])
+    # smooth: neighbouring pixels have nearly the same gain
+    field = biased[..., 0] if n_channels > 1 else biased
+    base = clean[..., 0] if n_channels > 1 else clean
+    log_gain = np.zeros(base.shape)
+    log_gain[base != 0] = np.log(field[base != 0] / base[base != 0])
+    inside = (base[:, 1:] != 0) & (base[:, :-1] != 0)
+    assert np.abs(np.diff(log_gain, axis=1)[inside]).max() < 0.2
+    again, _ = make_segmentation_images(3, shape, bias_field=0.4, **params)
+    assert_array_equal(again, biased)
+
+
 def test_load_nuclei():
     image, labels = load_nuclei()
     assert image.shape == labels.shape == (256, 256)
     assert 0 <= image.min() and image.max() <= 1
     assert 0.05 < labels.mean() < 0.5
+
+
+def test_load_mni152():
+    images, labels, mask = load_mni152()
+    assert images.shape == labels.shape == mask.shape == (3, 233, 197)
+    assert mask.dtype == bool and 0 <= images.min() and images.max() <= 1
+    assert_array_equal(labels > 0, mask)
+    # every tissue in every slice; white matter brighter than grey, than CSF
+    means = [[images[i][labels[i] == k].mean() for k in (1, 2, 3)] for i in range(3)]
+    assert all(csf < grey < white for csf, grey, white in means)

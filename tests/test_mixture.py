@@ -11,8 +11,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
 
-from skdgmm import DeepGaussianMixture
+from skdgmm import DeepGaussianMixture, SpatialFeatures
 from skdgmm.datasets import make_segmentation_images
 from skdgmm.metrics import bic_scorer
 
@@ -114,6 +115,11 @@ def test_tabular_limit_matches_gaussian_mixture(covariance_type, rng):
     model.fit(X)
     assert adjusted_rand_score(gm.predict(X), model.predict(X)) == 1.0
     assert model.score(X) == pytest.approx(gm.score(X), abs=2e-3)
+    assert model.lower_bound_ == pytest.approx(gm.lower_bound_, abs=2e-3)
+    assert_allclose(model.score_samples(X), gm.score_samples(X), atol=1e-2)
+    order = np.argsort(model.means_[:, 0]), np.argsort(gm.means_[:, 0])
+    assert_allclose(model.means_[order[0]], gm.means_[order[1]], atol=1e-2)
+    assert_allclose(model.weights_[order[0]], gm.weights_[order[1]], atol=1e-2)
     assert model.covariances_.shape == gm.covariances_.shape
     assert model.precisions_cholesky_.shape == gm.precisions_cholesky_.shape
 
@@ -373,3 +379,20 @@ def test_grid_search_picks_the_true_number_of_components():
         cv=2,
     ).fit(X)
     assert search.best_params_ == {"n_components": 3}
+
+
+def test_grid_search_through_a_pipeline_in_parallel():
+    # noisier images, where smoothing is what separates the classes
+    X, _ = make_segmentation_images(6, (16, 16), noise=0.4, random_state=0)
+    pipe = make_pipeline(
+        SpatialFeatures(sigmas=(1.0,), local_std=False, edges=False),
+        _model(1, max_iter=3),
+    )
+    search = GridSearchCV(
+        pipe,
+        {"deepgaussianmixture__n_components": [1, 2, 3, 4]},
+        scoring=bic_scorer,
+        cv=2,
+        n_jobs=2,  # joblib's loky workers unpickle the estimator and the data
+    ).fit(X)
+    assert search.best_params_ == {"deepgaussianmixture__n_components": 3}
