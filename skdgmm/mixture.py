@@ -482,9 +482,19 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                 network = copy.deepcopy(self.network_).to(self.device_)
                 initial, pretraining = self._initial_gaussians, None
             else:
-                network, initial, pretraining = self._initialize(
-                    pixels, layout, batches, random_state, generator
-                )
+                try:
+                    network, initial, pretraining = self._initialize(
+                        pixels, layout, batches, random_state, generator
+                    )
+                except KeyboardInterrupt:
+                    if best is None:
+                        raise
+                    warnings.warn(
+                        "Training was interrupted; the estimator keeps the best "
+                        "initialization so far.",
+                        UserWarning,
+                    )
+                    break
             loss_fn = self._likelihood_loss(initial, batches)
             if pretraining is not None and pretraining.interrupted:
                 history = History(interrupted=True)

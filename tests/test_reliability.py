@@ -357,6 +357,27 @@ def test_interrupt_in_a_later_initialization_keeps_the_best_so_far(images, monke
     assert_array_equal(model.fit(X).predict(X), fresh.predict(X))
 
 
+def test_interrupt_in_the_initial_em_of_a_later_initialization(images, monkeypatch):
+    X, _ = images
+    calls = []
+    fit = GaussianMixture.fit
+
+    def interrupting_fit(self, *args, **kwargs):
+        calls.append(None)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(GaussianMixture, "fit", interrupting_fit)
+    with pytest.warns(UserWarning, match="best initialization so far"):
+        model = DeepGaussianMixture(3, n_init=3, **FAST).fit(X)
+    _check_outputs(model, X, None)
+    calls.clear()
+    calls.append(None)  # the next call is the second: an interrupt with no run
+    with pytest.raises(KeyboardInterrupt):
+        DeepGaussianMixture(3, **FAST).fit(X)
+
+
 def test_interrupt_during_warm_start_keeps_a_usable_model(images, monkeypatch):
     X, _ = images
     model = DeepGaussianMixture(3, warm_start=True, **FAST_MODEL).fit(X)
