@@ -28,7 +28,7 @@ from sklearn.mixture import GaussianMixture
 from skdgmm import PixelwiseMixture
 from skdgmm.svgmm import SpatiallyVariantGaussianMixture
 
-PAPER = dict(covariance_type="diag", em_anchor=0.0, spatial_regularization=0.0)
+PAPER = dict(covariance_type="diag", gaussians="free", spatial_regularization=0.0)
 
 
 def load_lv():

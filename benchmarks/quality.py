@@ -178,13 +178,16 @@ PRIOR_METHODS = {
         GaussianMixture(K, means_init=means, random_state=0)
     ),
     "deepG": lambda K, means: _deep(n_components=K, means_init=means),
+    "deepG, λ=1": lambda K, means: _deep(
+        n_components=K, means_init=means, mean_regularization=1.0
+    ),
     "deepG, Gaussians free, λ=1": lambda K, means: _deep(
-        n_components=K, means_init=means, em_anchor=0.0, mean_regularization=1.0
+        n_components=K, means_init=means, gaussians="free", mean_regularization=1.0
     ),
     "deepSVG, Gaussians free, λ=1": lambda K, means: _deep(
         n_components=K,
         means_init=means,
-        em_anchor=0.0,
+        gaussians="free",
         mean_regularization=1.0,
         spatially_variant=True,
     ),

@@ -37,7 +37,7 @@ plt.show()
 # %%
 # The deep model sees each pixel with its neighbourhood: its regions have
 # fewer isolated pixels, while the Gaussians stay those of EM (the default
-# ``em_anchor=1``). Outlines make the difference easier to see on a detail.
+# ``gaussians="bounded"``). Outlines make the difference easier to see on a detail.
 detail = (slice(64, 160), slice(64, 160))
 fig, axes = plt.subplots(1, 2, figsize=(8, 4.5), layout="constrained")
 for ax, (name, model) in zip(axes, models.items()):

@@ -198,17 +198,28 @@ class ImageBatches:
 
 
 def mixture_energy(
-    logits, batch, *, covariance_type, reg_covar, spatially_variant, anchor=None
+    logits,
+    batch,
+    *,
+    covariance_type,
+    reg_covar,
+    spatially_variant,
+    gaussians="free",
+    initial=None,
 ):
     """Per-image energy and log-likelihood of the masked pixels.
 
-    The Gaussians are the closed-form M-step of the network's responsibilities
-    ``w`` on each image, so both are differentiable in the network. With an
-    ``anchor`` ``(a, weights, means, covariances)`` they are the convex
-    combination ``a * anchor + (1 - a) * M-step``: ``a = 1`` keeps fixed
-    Gaussians, ``a = 0`` is the paper's model.
+    The Gaussians depend on ``gaussians``:
 
-    The energy is, per pixel,
+    * ``"free"``: the closed-form M-step of the network's responsibilities
+      ``w`` on each image, differentiable in the network (the paper's model);
+    * ``"bounded"``: the same means and covariances, each covariance scaled
+      down to the trace of its ``initial`` one if larger, and the ``initial``
+      mixing weights;
+    * ``"fixed"``: the ``initial`` Gaussians.
+
+    ``initial`` is ``(weights, means, covariances)`` with a leading axis of
+    length 1. The energy is, per pixel,
 
     * deepG: the variational free energy ``sum_k w_k (log w_k - log pi_k
       N_k(x))`` (the negative evidence lower bound of EM), whose minimum over
@@ -225,16 +236,16 @@ def mixture_energy(
     w = log_w.exp()
     X = batch.pixels(batch.x_lik)
     mask = batch.mask.flatten(1)  # (B, P)
-    nk, means, covariances = estimate_gaussian_parameters(
-        X, w * mask.unsqueeze(-1), reg_covar, covariance_type
-    )
-    weights = nk / nk.sum(-1, keepdim=True)
-    if anchor is not None and anchor[0] > 0:
-        a = anchor[0]
-        weights, means, covariances = (
-            a * fixed + (1 - a) * estimated
-            for fixed, estimated in zip(anchor[1:], (weights, means, covariances))
+    if gaussians == "fixed":
+        weights, means, covariances = initial
+    else:
+        nk, means, covariances = estimate_gaussian_parameters(
+            X, w * mask.unsqueeze(-1), reg_covar, covariance_type
         )
+        weights = nk / nk.sum(-1, keepdim=True)
+        if gaussians == "bounded":
+            weights = initial[0]
+            covariances = bound_covariances(covariances, initial[2], covariance_type)
     log_prob = estimate_log_gaussian_prob(
         X,
         means,
@@ -252,6 +263,25 @@ def mixture_energy(
         return (per_pixel * mask).sum(-1) / mask.sum(-1).clamp_min(1)
 
     return masked_mean(energy), masked_mean(log_likelihood), means
+
+
+def bound_covariances(covariances, reference, covariance_type):
+    """``covariances`` scaled down where their trace exceeds the reference's.
+
+    Smoothing the responsibilities of a segmentation widens the Gaussians
+    estimated from them; a widened broad class then absorbs thin ones, and
+    widens further. Bounding the spread by the initial fit's stops this while
+    letting classes reshape and narrow.
+    """
+    trace = {
+        "full": lambda c: c.diagonal(dim1=-2, dim2=-1).sum(-1),
+        "tied": lambda c: c.diagonal(dim1=-2, dim2=-1).sum(-1),
+        "diag": lambda c: c.sum(-1),
+        "spherical": lambda c: c,
+    }[covariance_type]
+    factor = (trace(reference) / trace(covariances)).clamp(max=1.0)
+    extra_axes = covariances.ndim - factor.ndim
+    return covariances * factor.reshape(factor.shape + (1,) * extra_axes)
 
 
 def soft_cross_entropy(logits, target_log_resp, batch):

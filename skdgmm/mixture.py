@@ -34,6 +34,7 @@ from ._training import (
     History,
     ImageBatches,
     Scaling,
+    bound_covariances,
     mixture_energy,
     optimize,
     potts_energy,
@@ -194,7 +195,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         of the input's spread) pulling the per-image means towards ``m``: the
         ``means_init`` when given, otherwise the initial means. It keeps the
         class order the same across images. It acts through the M-step, so
-        only when ``em_anchor < 1``.
+        not with ``gaussians="fixed"``.
 
     spatial_regularization : float, default=4.0
         Weight of the Potts energy: the probability, averaged over pairs of
@@ -203,14 +204,19 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         random field prior) rather than the likelihood alone, which favours
         spatially coherent regions. No effect on tabular data.
 
-    em_anchor : float in [0, 1], default=1.0
-        How much the Gaussians of the loss stay at the initial EM fit: they
-        are ``em_anchor * EM + (1 - em_anchor) * M-step of the network's
-        responsibilities``. 0 is the paper's model, where the Gaussians follow
-        the network freely; it can find better tissue classes, and can also
-        drift away from them (thin or small classes merge). 1 keeps the EM
-        Gaussians and lets the network shape only the responsibilities: a
-        Potts-regularised posterior, never far from EM.
+    gaussians : {"bounded", "free", "fixed"}, default="bounded"
+        How the Gaussians of the loss follow the network.
+
+        - "free": the closed-form M-step of the network's responsibilities on
+          each image, at every step: the paper's model. With a strong
+          ``spatial_regularization`` a broad class can absorb thin or small
+          ones.
+        - "bounded": means and covariances as in "free", but each covariance
+          no larger (in trace) than in the initial EM fit, and the mixing
+          weights of the initial EM fit. Classes can reshape to spatially
+          coherent regions without a broad class swallowing a thin one.
+        - "fixed": the Gaussians of the initial EM fit; the network shapes
+          only the responsibilities (a Potts-regularised posterior).
 
     device : str or torch.device, default="auto"
         Where to train: "auto" picks CUDA, then MPS, then the CPU.
@@ -279,7 +285,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
     >>> images = np.zeros((2, 32, 32))
     >>> images[:, 8:24, 8:24] = 1.0
     >>> images += 0.1 * rng.standard_normal(images.shape)
-    >>> dgmm = DeepGaussianMixture(2, max_iter=10, random_state=0, device="cpu")
+    >>> dgmm = DeepGaussianMixture(2, random_state=0, device="cpu")
     >>> labels = dgmm.fit_predict(images)
     >>> labels.shape
     (2, 32, 32)
@@ -314,7 +320,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         "init_iter": [Interval(Integral, 0, None, closed="left")],
         "mean_regularization": [Interval(Real, 0.0, None, closed="left")],
         "spatial_regularization": [Interval(Real, 0.0, None, closed="left")],
-        "em_anchor": [Interval(Real, 0.0, 1.0, closed="both")],
+        "gaussians": [StrOptions({"bounded", "free", "fixed"})],
         "device": [str, torch.device],
     }
 
@@ -345,7 +351,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         init_iter=20,
         mean_regularization=0.0,
         spatial_regularization=4.0,
-        em_anchor=1.0,
+        gaussians="bounded",
         device="auto",
     ):
         self.n_components = n_components
@@ -372,7 +378,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         self.init_iter = init_iter
         self.mean_regularization = mean_regularization
         self.spatial_regularization = spatial_regularization
-        self.em_anchor = em_anchor
+        self.gaussians = gaussians
         self.device = device
 
     # -- input ---------------------------------------------------------------
@@ -619,9 +625,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         """The training loss: the mixture's energy plus the Potts energy and
         the mean regularization (see :func:`mixture_energy`)."""
 
-        anchor = (self.em_anchor, *(batches.tensor(p)[None] for p in initial))
+        initial = tuple(batches.tensor(p)[None] for p in initial)
         if self.means_init is None:
-            mean_target = anchor[2][0]
+            mean_target = initial[1][0]
         else:
             scaling = self._scaling
             mean_target = batches.tensor(
@@ -639,7 +645,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                 covariance_type=self.covariance_type,
                 reg_covar=self.reg_covar / self._scaling.scale**2,
                 spatially_variant=self.spatially_variant,
-                anchor=anchor,
+                gaussians=self.gaussians,
+                initial=initial,
             )
             loss = batch.image_mean(energy)
             if smoothing:
@@ -667,8 +674,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
     def _set_gaussian_parameters(self, batches):
         """Fitted Gaussians, as the loss sees them over all training pixels.
 
-        The M-step of the network's responsibilities, combined with the
-        initial EM Gaussians by ``em_anchor``.
+        The M-step of the network's responsibilities over all images, or the
+        initial EM Gaussians, as ``gaussians`` says.
         """
         resp, pixels = [], []
         network = self.network_.to(self.device_)
@@ -681,16 +688,22 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         resp = torch.cat(resp).double()[None]
         pixels = torch.cat(pixels).double()[None]
         scale = self._scaling.scale
-        nk, means, covariances = estimate_gaussian_parameters(
-            pixels, resp, self.reg_covar / scale**2, self.covariance_type
-        )
-        a = self.em_anchor
-        weights, means, covariances = (
-            a * torch.as_tensor(fixed, dtype=torch.float64)[None] + (1 - a) * estimated
-            for fixed, estimated in zip(
-                self._initial_gaussians, (nk / nk.sum(), means, covariances)
+        initial = [
+            torch.as_tensor(p, dtype=torch.float64)[None]
+            for p in self._initial_gaussians
+        ]
+        if self.gaussians == "fixed":
+            weights, means, covariances = initial
+        else:
+            nk, means, covariances = estimate_gaussian_parameters(
+                pixels, resp, self.reg_covar / scale**2, self.covariance_type
             )
-        )
+            weights = nk / nk.sum()
+            if self.gaussians == "bounded":
+                weights = initial[0]
+                covariances = bound_covariances(
+                    covariances, initial[2], self.covariance_type
+                )
         precisions_chol = compute_precision_cholesky(covariances, self.covariance_type)
         precisions = precisions_from_cholesky(precisions_chol, self.covariance_type)
         self.weights_ = weights.numpy()[0]

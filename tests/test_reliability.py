@@ -272,13 +272,13 @@ def _degenerate_images(case, rng):
 )
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
-@pytest.mark.parametrize("em_anchor", [0.0, 1.0])
+@pytest.mark.parametrize("gaussians", ["free", "bounded", "fixed"])
 def test_degenerate_data_gives_a_finite_mixture(
-    rng, case, dtype, covariance_type, em_anchor
+    rng, case, dtype, covariance_type, gaussians
 ):
     X = _degenerate_images(case, rng).astype(dtype)
     model = DeepGaussianMixture(
-        3, covariance_type=covariance_type, em_anchor=em_anchor, **FAST_MODEL
+        3, covariance_type=covariance_type, gaussians=gaussians, **FAST_MODEL
     ).fit(X)
     for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
         assert np.isfinite(getattr(model, name)).all(), name

@@ -51,9 +51,10 @@ def test_tiled_inference_has_no_seams(small_tiles):
         )
     whole = _logits(model, X, use_running_stats=True)
     # tiles are normalised with the statistics of training, as the whole
-    # image would be, and blended over their overlap: the same labels
+    # image would be, and blended over their overlap: the same labels but for
+    # a few near-ties (a seam would be a line: 80 of the 5760 pixels)
     agreement = (tiled.argmax(1) == whole.argmax(1)).float().mean()
-    assert agreement > 0.999
+    assert agreement > 0.997
     labels = model.predict(X)
     assert labels.shape == X.shape
     assert_array_equal(labels, tiled.argmax(1).numpy())
