@@ -36,8 +36,9 @@ plt.show()
 
 # %%
 # The deep model sees each pixel with its neighbourhood: its regions have
-# fewer isolated pixels, while the Gaussians stay those of EM (the default
-# ``gaussians="bounded"``). Outlines make the difference easier to see on a detail.
+# fewer isolated pixels, and its Gaussians follow those regions, never wider
+# than EM's (the default ``gaussians="bounded"``). Outlines make the
+# difference easier to see on a detail.
 detail = (slice(64, 160), slice(64, 160))
 fig, axes = plt.subplots(1, 2, figsize=(8, 4.5), layout="constrained")
 for ax, (name, model) in zip(axes, models.items()):
