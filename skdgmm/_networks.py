@@ -154,13 +154,9 @@ class UNet(nn.Module):
         edge = patch_edge(TILE_PIXELS, x.ndim - 2)
         # wider than the receptive field where tiles are large enough
         overlap = min(16 * 2**self.depth, edge // 4)
-        axes = [_tile_starts(size, edge, overlap) for size in x.shape[2:]]
+        axes = [_tile_windows(size, edge, overlap) for size in x.shape[2:]]
         logits = weights = 0.0
-        for corner in itertools.product(*axes):
-            window = tuple(
-                slice(start, start + min(edge, size))
-                for start, size in zip(corner, x.shape[2:])
-            )
+        for window in itertools.product(*axes):
             ramp = math.prod(
                 _ramp(w.stop - w.start, overlap, x).reshape(
                     (-1,) + (1,) * (len(window) - 1 - axis)
@@ -180,13 +176,15 @@ class UNet(nn.Module):
 TILE_PIXELS = 2**20
 
 
-def _tile_starts(size, edge, overlap):
-    """Starts of windows of ``edge`` pixels covering ``size``, overlapping by
-    at least ``overlap``."""
+def _tile_windows(size, edge, overlap):
+    """The fewest windows of at most ``edge`` pixels covering ``size`` with
+    an overlap of at least ``overlap``, all of one length, evenly spread."""
     if size <= edge:
-        return [0]
+        return [slice(0, size)]
     n = math.ceil((size - overlap) / (edge - overlap))
-    return np.linspace(0, size - edge, n).round().astype(int).tolist()
+    length = math.ceil((size + (n - 1) * overlap) / n)
+    starts = np.linspace(0, size - length, n).round().astype(int)
+    return [slice(start, start + length) for start in starts.tolist()]
 
 
 def _ramp(length, overlap, like):

@@ -16,7 +16,7 @@ from ._gaussian import (
     estimate_gaussian_parameters,
     estimate_log_gaussian_prob,
 )
-from ._networks import patch_edge
+from ._networks import TILE_PIXELS, patch_edge
 
 
 @dataclass
@@ -152,11 +152,20 @@ class ImageBatches:
         return len(self.X)
 
     def ordered(self):
-        """All batches in order, for inference (single images with a mask)."""
-        if self._whole is not None and (self.mask is None or len(self.X) == 1):
+        """All batches in order, for inference.
+
+        Images with a mask go one by one (their crop must not depend on the
+        others); otherwise a batch holds at most ``TILE_PIXELS`` pixels, or
+        one image, so that inference memory stays bounded.
+        """
+        if self.mask is None:
+            per_image = max(1, TILE_PIXELS // math.prod(self.X.shape[2:]))
+            step = min(self.batch_size, per_image)
+        else:
+            step = 1
+        if self._whole is not None and step >= len(self.X):
             yield self._whole
             return
-        step = self.batch_size if self.mask is None else 1
         for start in range(0, len(self.X), step):
             yield self._make(slice(start, min(start + step, len(self.X))))
 

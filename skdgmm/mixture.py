@@ -2,6 +2,7 @@
 
 import copy
 import functools
+import math
 import warnings
 from numbers import Integral, Real
 
@@ -43,6 +44,8 @@ from ._training import (
 
 # Pixels drawn for the input's scaling and the initial EM fit.
 _INITIAL_PIXELS = 100_000
+# Most pixels whose responsibilities give the fitted Gaussians.
+_POOLED_PIXELS = 2**21
 
 
 def _resolve_device(device):
@@ -674,27 +677,33 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
     def _set_gaussian_parameters(self, batches):
         """Fitted Gaussians, as the loss sees them over all training pixels.
 
-        The M-step of the network's responsibilities over all images, or the
-        initial EM Gaussians, as ``gaussians`` says.
+        The M-step of the network's responsibilities over all images (at most
+        ``_POOLED_PIXELS`` of them, evenly spaced, for large collections), or
+        the initial EM Gaussians, as ``gaussians`` says.
         """
-        resp, pixels = [], []
-        network = self.network_.to(self.device_)
-        with torch.no_grad():
-            for batch in batches.ordered():
-                keep = batch.mask.flatten(1).bool()
-                resp.append(batch.pixels(network(batch.x_net).softmax(1))[keep].cpu())
-                pixels.append(batch.pixels(batch.x_lik)[keep].cpu())
-        self.network_ = network.cpu()
-        resp = torch.cat(resp).double()[None]
-        pixels = torch.cat(pixels).double()[None]
         scale = self._scaling.scale
         initial = [
             torch.as_tensor(p, dtype=torch.float64)[None]
             for p in self._initial_gaussians
         ]
+        network = self.network_.to(self.device_)
         if self.gaussians == "fixed":
             weights, means, covariances = initial
         else:
+            resp, pixels = [], []
+            if batches.mask is None:
+                total = len(batches) * math.prod(batches.X.shape[2:])
+            else:
+                total = int(np.count_nonzero(batches.mask))
+            stride = -(-total // _POOLED_PIXELS)
+            with torch.no_grad():
+                for batch in batches.ordered():
+                    keep = batch.mask.flatten(1).bool()
+                    logits = network(batch.x_net)
+                    resp.append(batch.pixels(logits.softmax(1))[keep][::stride].cpu())
+                    pixels.append(batch.pixels(batch.x_lik)[keep][::stride].cpu())
+            resp = torch.cat(resp).double()[None]
+            pixels = torch.cat(pixels).double()[None]
             nk, means, covariances = estimate_gaussian_parameters(
                 pixels, resp, self.reg_covar / scale**2, self.covariance_type
             )
@@ -704,6 +713,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                 covariances = bound_covariances(
                     covariances, initial[2], self.covariance_type
                 )
+        self.network_ = network.cpu()
         precisions_chol = compute_precision_cholesky(covariances, self.covariance_type)
         precisions = precisions_from_cholesky(precisions_chol, self.covariance_type)
         self.weights_ = weights.numpy()[0]
