@@ -172,8 +172,8 @@ class UNet(nn.Module):
 
 
 # The most pixels a U-Net sees at once at inference; larger inputs go
-# through it in tiles (about 100 MB of activations in 2-D at width 8).
-TILE_PIXELS = 2**20
+# through it in tiles (about 150 MB of activations at width 8).
+TILE_PIXELS = 2**19
 
 
 def _tile_windows(size, edge, overlap):

@@ -791,7 +791,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         Notes
         -----
         Images are labelled one batch at a time, and an image of more than
-        ``2**20`` pixels in overlapping tiles, so memory stays bounded. A
+        ``2**19`` pixels in overlapping tiles, so memory stays bounded. A
         collection too large for memory can be labelled block-wise with dask,
         each block holding whole images::
 
