@@ -155,7 +155,8 @@ class UNet(nn.Module):
         # wider than the receptive field where tiles are large enough
         overlap = min(16 * 2**self.depth, edge // 4)
         axes = [_tile_windows(size, edge, overlap) for size in x.shape[2:]]
-        logits = weights = 0.0
+        logits = x.new_zeros((len(x), self.head.out_channels, *x.shape[2:]))
+        weights = x.new_zeros(x.shape[2:])
         for window in itertools.product(*axes):
             ramp = math.prod(
                 _ramp(w.stop - w.start, overlap, x).reshape(
@@ -163,9 +164,6 @@ class UNet(nn.Module):
                 )
                 for axis, w in enumerate(window)
             )
-            if isinstance(logits, float):
-                logits = x.new_zeros((len(x), self.head.out_channels, *x.shape[2:]))
-                weights = x.new_zeros(x.shape[2:])
             logits[(..., *window)] += self._forward(x[(..., *window)]) * ramp
             weights[window] += ramp
         return logits / weights

@@ -42,6 +42,11 @@ class Batch:
         """``(B, C, *spatial)`` -> ``(B, P, C)``."""
         return tensor.flatten(2).mT
 
+    def masked_mean(self, per_pixel):
+        """Mean over each image's masked pixels of values (B, P)."""
+        mask = self.mask.flatten(1)
+        return (per_pixel * mask).sum(-1) / mask.sum(-1).clamp_min(1)
+
     def image_mean(self, values):
         """Mean over the images of per-image values (B, ...), leaving out
         images without pixels in the mask."""
@@ -206,6 +211,35 @@ class ImageBatches:
         )
 
 
+def loss_gaussians(X, resp, *, reg_covar, covariance_type, gaussians, initial):
+    """The Gaussians ``(weights, means, covariances)`` of the loss.
+
+    ``resp`` are the network's responsibilities of the pixels ``X`` (zero
+    outside the mask), both with a leading batch axis, and ``initial`` the
+    initial EM fit ``(weights, means, covariances)`` with a leading axis of
+    length 1. As ``gaussians`` says:
+
+    * ``"free"``: the closed-form M-step of ``resp`` on each image,
+      differentiable in the network (the paper's model);
+    * ``"bounded"``: the same means and covariances, each covariance scaled
+      down to the trace of its initial one if larger, and the initial mixing
+      weights;
+    * ``"fixed"``: the initial Gaussians.
+    """
+    if gaussians == "fixed":
+        return initial
+    nk, means, covariances = estimate_gaussian_parameters(
+        X, resp, reg_covar, covariance_type
+    )
+    if gaussians == "free":
+        return nk / nk.sum(-1, keepdim=True), means, covariances
+    return (
+        initial[0],
+        means,
+        bound_covariances(covariances, initial[2], covariance_type),
+    )
+
+
 def mixture_energy(
     logits,
     batch,
@@ -218,17 +252,8 @@ def mixture_energy(
 ):
     """Per-image energy and log-likelihood of the masked pixels.
 
-    The Gaussians depend on ``gaussians``:
-
-    * ``"free"``: the closed-form M-step of the network's responsibilities
-      ``w`` on each image, differentiable in the network (the paper's model);
-    * ``"bounded"``: the same means and covariances, each covariance scaled
-      down to the trace of its ``initial`` one if larger, and the ``initial``
-      mixing weights;
-    * ``"fixed"``: the ``initial`` Gaussians.
-
-    ``initial`` is ``(weights, means, covariances)`` with a leading axis of
-    length 1. The energy is, per pixel,
+    The Gaussians are those of :func:`loss_gaussians`. The energy is, per
+    pixel,
 
     * deepG: the variational free energy ``sum_k w_k (log w_k - log pi_k
       N_k(x))`` (the negative evidence lower bound of EM), whose minimum over
@@ -244,17 +269,14 @@ def mixture_energy(
     log_w = batch.pixels(logits.log_softmax(1))  # (B, P, K)
     w = log_w.exp()
     X = batch.pixels(batch.x_lik)
-    mask = batch.mask.flatten(1)  # (B, P)
-    if gaussians == "fixed":
-        weights, means, covariances = initial
-    else:
-        nk, means, covariances = estimate_gaussian_parameters(
-            X, w * mask.unsqueeze(-1), reg_covar, covariance_type
-        )
-        weights = nk / nk.sum(-1, keepdim=True)
-        if gaussians == "bounded":
-            weights = initial[0]
-            covariances = bound_covariances(covariances, initial[2], covariance_type)
+    weights, means, covariances = loss_gaussians(
+        X,
+        w * batch.mask.flatten(1).unsqueeze(-1),
+        reg_covar=reg_covar,
+        covariance_type=covariance_type,
+        gaussians=gaussians,
+        initial=initial,
+    )
     log_prob = estimate_log_gaussian_prob(
         X,
         means,
@@ -267,11 +289,7 @@ def mixture_energy(
         energy = -log_likelihood
     else:
         energy = (w * (log_w - log_joint)).sum(-1)
-
-    def masked_mean(per_pixel):
-        return (per_pixel * mask).sum(-1) / mask.sum(-1).clamp_min(1)
-
-    return masked_mean(energy), masked_mean(log_likelihood), means
+    return batch.masked_mean(energy), batch.masked_mean(log_likelihood), means
 
 
 def bound_covariances(covariances, reference, covariance_type):
@@ -301,9 +319,7 @@ def soft_cross_entropy(logits, target_log_resp, batch):
     cross_entropy : torch.Tensor of shape (B,)
     """
     log_w = batch.pixels(logits.log_softmax(1))
-    mask = batch.mask.flatten(1)
-    per_pixel = -(target_log_resp.exp() * log_w).sum(-1)
-    return (per_pixel * mask).sum(-1) / mask.sum(-1).clamp_min(1)
+    return batch.masked_mean(-(target_log_resp.exp() * log_w).sum(-1))
 
 
 def potts_energy(logits, batch):
@@ -386,7 +402,7 @@ def optimize(
     network.train()
     try:
         for n_iter in range(1, max_iter + 1):
-            loss_sum = ll_sum = count = 0.0
+            loss_sum = ll_sum = 0.0
             for batch in batches.shuffled(generator):
                 optimizer.zero_grad()
                 loss, log_likelihood = loss_fn(network, batch)
@@ -394,9 +410,8 @@ def optimize(
                 optimizer.step()
                 loss_sum += loss.item() * len(batch)
                 ll_sum += float(log_likelihood) * len(batch)
-                count += len(batch)
-            history.losses.append(loss_sum / count)
-            history.log_likelihoods.append(ll_sum / count)
+            history.losses.append(loss_sum / len(batches))
+            history.log_likelihoods.append(ll_sum / len(batches))
             change = _mean_change(history.losses)
             if on_iter is not None:
                 on_iter(n_iter, history.losses[-1], change)

@@ -2,7 +2,6 @@
 
 import copy
 import functools
-import math
 import warnings
 from numbers import Integral, Real
 
@@ -18,7 +17,6 @@ from tqdm.auto import tqdm
 
 from ._gaussian import (
     compute_precision_cholesky,
-    estimate_gaussian_parameters,
     estimate_log_gaussian_prob,
     precisions_from_cholesky,
 )
@@ -35,7 +33,7 @@ from ._training import (
     History,
     ImageBatches,
     Scaling,
-    bound_covariances,
+    loss_gaussians,
     mixture_energy,
     optimize,
     potts_energy,
@@ -543,7 +541,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         self.n_iter_ = history.n_iter
         self.lower_bounds_ = [value - log_scale for value in history.log_likelihoods]
         self.loss_curve_ = history.losses
-        self._set_gaussian_parameters(batches)
+        self._set_gaussian_parameters(batches, n_pixels)
         if not self.converged_ and self.max_iter > 0 and not history.interrupted:
             warnings.warn(
                 "Best performing initialization did not converge. "
@@ -674,46 +672,37 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                 log_likelihood += float(batch_ll) * len(batch)
         return loss / len(batches), log_likelihood / len(batches)
 
-    def _set_gaussian_parameters(self, batches):
-        """Fitted Gaussians, as the loss sees them over all training pixels.
-
-        The M-step of the network's responsibilities over all images (at most
-        ``_POOLED_PIXELS`` of them, evenly spaced, for large collections), or
-        the initial EM Gaussians, as ``gaussians`` says.
+    def _set_gaussian_parameters(self, batches, n_pixels):
+        """Fitted Gaussians, as the loss sees them over all ``n_pixels``
+        training pixels (at most ``_POOLED_PIXELS`` of them, evenly spaced,
+        for large collections): see :func:`loss_gaussians`.
         """
         scale = self._scaling.scale
-        initial = [
+        initial = tuple(
             torch.as_tensor(p, dtype=torch.float64)[None]
             for p in self._initial_gaussians
-        ]
-        network = self.network_.to(self.device_)
-        if self.gaussians == "fixed":
-            weights, means, covariances = initial
-        else:
-            resp, pixels = [], []
-            if batches.mask is None:
-                total = len(batches) * math.prod(batches.X.shape[2:])
-            else:
-                total = int(np.count_nonzero(batches.mask))
-            stride = -(-total // _POOLED_PIXELS)
+        )
+        resp, pixels = [], []
+        if self.gaussians != "fixed":
+            stride = -(-n_pixels // _POOLED_PIXELS)
+            network = self.network_.to(self.device_)
             with torch.no_grad():
                 for batch in batches.ordered():
                     keep = batch.mask.flatten(1).bool()
                     logits = network(batch.x_net)
                     resp.append(batch.pixels(logits.softmax(1))[keep][::stride].cpu())
                     pixels.append(batch.pixels(batch.x_lik)[keep][::stride].cpu())
+            self.network_ = network.cpu()
             resp = torch.cat(resp).double()[None]
             pixels = torch.cat(pixels).double()[None]
-            nk, means, covariances = estimate_gaussian_parameters(
-                pixels, resp, self.reg_covar / scale**2, self.covariance_type
-            )
-            weights = nk / nk.sum()
-            if self.gaussians == "bounded":
-                weights = initial[0]
-                covariances = bound_covariances(
-                    covariances, initial[2], self.covariance_type
-                )
-        self.network_ = network.cpu()
+        weights, means, covariances = loss_gaussians(
+            pixels,
+            resp,
+            reg_covar=self.reg_covar / scale**2,
+            covariance_type=self.covariance_type,
+            gaussians=self.gaussians,
+            initial=initial,
+        )
         precisions_chol = compute_precision_cholesky(covariances, self.covariance_type)
         precisions = precisions_from_cholesky(precisions_chol, self.covariance_type)
         self.weights_ = weights.numpy()[0]
