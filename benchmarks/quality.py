@@ -22,11 +22,13 @@ deepG / deepSVG amortized
 Usage::
 
     python benchmarks/quality.py [--quick] [--datasets myops emidec ...]
-                                 [--methods ...] [--prior]
+                                 [--methods ...] [--prior] [--params JSON]
                                  [--output benchmarks/results/quality]
 
 ``--prior`` adds the paper's setting on MyoPS: ``means_init`` from three
-labelled slices (one per patient), Dice without label matching.
+labelled slices (one per patient), Dice without label matching, per slice
+and with one model fitted on all the slices (the paper's multi-image setting).
+``--params`` overrides settings of every DeepGaussianMixture, for studies.
 
 Prints a markdown table and writes it with a JSON file next to ``--output``.
 """
@@ -60,8 +62,12 @@ def slice_dice(benchmark, i, labels, matched=True):
     return np.nan_to_num(dice_score(truth[mask], labels, benchmark.scored), nan=1.0)
 
 
+# Settings that override the defaults of every DeepGaussianMixture (--params)
+OVERRIDES = {}
+
+
 def _deep(**params):
-    return DeepGaussianMixture(random_state=0, **params)
+    return DeepGaussianMixture(**{"random_state": 0, **params, **OVERRIDES})
 
 
 def per_slice(make_labels):
@@ -181,6 +187,9 @@ PRIOR_METHODS = {
     "deepG, λ=1": lambda K, means: _deep(
         n_components=K, means_init=means, mean_regularization=1.0
     ),
+    "deepG, λ=10": lambda K, means: _deep(
+        n_components=K, means_init=means, mean_regularization=10.0
+    ),
     "deepG, Gaussians free, λ=1": lambda K, means: _deep(
         n_components=K, means_init=means, gaussians="free", mean_regularization=1.0
     ),
@@ -194,12 +203,25 @@ PRIOR_METHODS = {
 }
 
 
+# The paper's multi-image setting: one network fitted on all the unlabelled
+# slices at once (the mean regularization acts on the mean over images).
+PRIOR_COLLECTION_METHODS = {
+    f"deepG on the collection, λ={strength:g}": (
+        lambda K, means, strength=strength: _deep(
+            n_components=K, means_init=means, mean_regularization=strength
+        )
+    )
+    for strength in (0.0, 1.0, 10.0)
+}
+
+
 def evaluate_with_prior(benchmark, n_labelled=3):
     """The paper's setting: ``means_init`` from a few labelled slices.
 
     The first slice of each of the first ``n_labelled`` patients gives the
-    class means; every other slice is segmented on its own and scored
-    without matching (component k is class k).
+    class means; every other slice is segmented, on its own or (collection
+    methods) by one model fitted on all of them, and scored without
+    matching (component k is class k).
     """
     first = [
         np.flatnonzero(benchmark.groups == g)[0] for g in np.unique(benchmark.groups)
@@ -207,14 +229,28 @@ def evaluate_with_prior(benchmark, n_labelled=3):
     labelled = first[:n_labelled]
     means = class_means(benchmark, labelled)
     rest = benchmark.subset(np.setdiff1d(np.arange(len(benchmark.images)), labelled))
+    runs = {
+        name: per_slice(
+            lambda b, X, mask, make=make: make(b.n_components, means).fit_predict(
+                X, mask=mask
+            )
+        )
+        for name, make in PRIOR_METHODS.items()
+    }
+    runs.update(
+        {
+            name: lambda b, make=make: make(b.n_components, means).fit_predict(
+                b.images, mask=b.masks
+            )
+            for name, make in PRIOR_COLLECTION_METHODS.items()
+        }
+    )
     rows = []
-    for name, make in PRIOR_METHODS.items():
+    for name, run in runs.items():
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            labels = per_slice(
-                lambda b, X, mask: make(b.n_components, means).fit_predict(X, mask=mask)
-            )(rest)
+            labels = run(rest)
         seconds = (time.perf_counter() - start) / len(rest.images)
         dice = [
             slice_dice(rest, i, labels[i], matched=False) for i in range(len(labels))
@@ -261,9 +297,17 @@ def main():
         "--prior", action="store_true", help="also the means_init protocol on MyoPS"
     )
     parser.add_argument(
+        "--params",
+        type=json.loads,
+        default={},
+        help="DeepGaussianMixture settings for a study, as JSON "
+        "(e.g. '{\"spatial_regularization\": 2}')",
+    )
+    parser.add_argument(
         "--output", default=str(Path(__file__).parent / "results" / "quality")
     )
     args = parser.parse_args()
+    OVERRIDES.update(args.params)
     if not datasets.available():
         print(f"skipped: the benchmark data is not in {datasets.DATA}")
         return

@@ -9,6 +9,7 @@ Weights are drawn from a local :class:`torch.Generator`, never from the global
 random number generator.
 """
 
+import contextlib
 import itertools
 import math
 
@@ -25,7 +26,8 @@ class _TileableInstanceNorm:
     """InstanceNorm that also records running statistics in training, and
     uses them instead of the input's when ``use_running_stats`` is set: a
     tile of a large image must be normalised as the whole image would be,
-    not by its own statistics."""
+    not by its own statistics, and a network trained on patches must see
+    features normalised as a patch's were."""
 
     use_running_stats = False
 
@@ -93,6 +95,12 @@ class UNet(nn.Module):
 
     Inputs are padded (edge values repeated) to a multiple of ``2**depth`` and
     the output is cropped back, so odd sizes work.
+
+    At inference, each input is normalised by its own statistics, unless it
+    is too large to go through at once (it then goes in tiles) or the
+    network was trained on patches (``trained_on_patches``): both use the
+    running statistics of training, so that the network sees features
+    normalised as in training.
     """
 
     def __init__(self, in_channels, out_channels, width, depth, spatial_dims):
@@ -112,11 +120,17 @@ class UNet(nn.Module):
             _conv_block(c, c // 2, spatial_dims) for c in reversed(widths[1:])
         )
         self.head = _CONV[spatial_dims](width, out_channels, 1)
+        # a buffer, so that it travels with the weights
+        self.register_buffer("trained_on_patches", torch.tensor(False))
 
     def forward(self, x):
-        if not self.training and math.prod(x.shape[2:]) > TILE_PIXELS:
-            return self._tiled_forward(x)
-        return self._forward(x)
+        if self.training:
+            return self._forward(x)
+        large = math.prod(x.shape[2:]) > TILE_PIXELS
+        if not (large or self.trained_on_patches):
+            return self._forward(x)
+        with self._running_statistics():
+            return self._blend_tiles(x) if large else self._forward(x)
 
     def _forward(self, x):
         size = x.shape[2:]
@@ -134,23 +148,25 @@ class UNet(nn.Module):
         x = self.head(x)
         return x[(..., *(slice(0, s) for s in size))]
 
-    def _tiled_forward(self, x):
+    @contextlib.contextmanager
+    def _running_statistics(self):
+        """Normalise by the running statistics of training, not the input's."""
+        norms = [m for m in self.modules() if isinstance(m, _TileableInstanceNorm)]
+        for norm in norms:
+            norm.use_running_stats = True
+        try:
+            yield
+        finally:
+            for norm in norms:
+                norm.use_running_stats = False
+
+    def _blend_tiles(self, x):
         """The logits of a large input, computed in overlapping tiles.
 
         Memory then stays that of one tile. Each tile's logits are weighted
         by a ramp that falls off over the overlap towards the tile's edges,
         so that neighbouring tiles blend without seams.
         """
-        norms = [m for m in self.modules() if isinstance(m, _TileableInstanceNorm)]
-        for norm in norms:
-            norm.use_running_stats = True
-        try:
-            return self._blend_tiles(x)
-        finally:
-            for norm in norms:
-                norm.use_running_stats = False
-
-    def _blend_tiles(self, x):
         edge = patch_edge(TILE_PIXELS, x.ndim - 2)
         # wider than the receptive field where tiles are large enough
         overlap = min(16 * 2**self.depth, edge // 4)

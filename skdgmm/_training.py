@@ -109,6 +109,8 @@ class ImageBatches:
         self.batch_size, self.device, self.dtype = batch_size, device, dtype
         self.patch_pixels = patch_pixels
         self.margin = margin
+        # whether training has cut patches (see _patch)
+        self.patched = False
         shape = (1, -1) + (1,) * (X.ndim - 2)
         # centred before the conversion to the batches' dtype: float32 would
         # round away the differences between large values
@@ -195,6 +197,7 @@ class ImageBatches:
         shape = batch.mask.shape[1:]
         if self.patch_pixels is None or math.prod(shape) <= self.patch_pixels:
             return batch
+        self.patched = True
         edge = patch_edge(self.patch_pixels, len(shape))
         window = []
         for size in shape:

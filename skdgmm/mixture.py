@@ -28,7 +28,7 @@ from ._layout import (
     sample_pixels,
     validate_input,
 )
-from ._networks import build_network, unet_depth
+from ._networks import UNet, build_network, unet_depth
 from ._training import (
     History,
     ImageBatches,
@@ -183,7 +183,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         images are trained on a random square (cubic) patch of at most this
         many pixels per iteration, so that an iteration costs the same
         whatever their size. None trains on whole images. Inference always
-        sees whole images, in overlapping tiles when they are very large.
+        sees whole images (in overlapping tiles when they are very large);
+        a network trained on patches normalises its features there with the
+        statistics it recorded in training rather than the image's own.
 
     init_iter : int, default=20
         Iterations fitting the network to the responsibilities of the initial
@@ -522,6 +524,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                         generator=generator,
                         on_iter=functools.partial(self._report_iter, progress),
                     )
+            if isinstance(network, UNet):
+                network.trained_on_patches.fill_(batches.patched)
             loss, log_likelihood = self._evaluate(network, loss_fn, batches)
             self._print_verbose(
                 2,

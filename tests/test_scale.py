@@ -80,6 +80,21 @@ def test_large_images_are_trained_on_patches():
     # patches change what training sees
     whole = DeepGaussianMixture(3, patch_pixels=None, **FAST).fit(X)
     assert not np.allclose(whole.loss_curve_, model.loss_curve_)
+    assert model.network_.trained_on_patches
+    assert not whole.network_.trained_on_patches
+
+
+def test_a_network_trained_on_patches_labels_a_region_alike_in_any_surroundings():
+    """Trained on patches, the network normalises with its training
+    statistics, not the image's: a region gets the same labels whether it
+    comes alone or inside a larger image with other contents (away from the
+    seam), as during training, where each patch was a part of an image."""
+    X, _ = make_segmentation_images(1, (40, 40), noise=0.2, random_state=0)
+    model = DeepGaussianMixture(3, patch_pixels=16 * 16, **FAST).fit(X)
+    alone = model.predict(X)
+    larger = np.concatenate([X, np.full_like(X, X.max())], axis=2)
+    inside = model.predict(larger)[:, :, :40]
+    assert_array_equal(inside[:, :, :24], alone[:, :, :24])
 
 
 @pytest.mark.parametrize("masked", [False, True])
