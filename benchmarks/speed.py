@@ -7,6 +7,9 @@ Cases
 -----
 fit          one 256 x 256 image: fit time over GaussianMixture.fit, and where
              the time goes (initial EM, pre-training, training, the rest)
+steps        cost of one network training step (forward, backward, AdamW) and
+             of one forward pass, by window size and network width: the
+             per-step levers of the fit and of amortized inference
 predict      a model trained on other images labels a new 256 x 256 image:
              predict time against GaussianMixture.fit_predict on it
 scaling      predict (and fit, 10 iterations) on one image from 128^2 to
@@ -162,6 +165,50 @@ def case_fit():
     return rows
 
 
+def case_steps():
+    import torch
+
+    from skdgmm._networks import build_network
+
+    def network(width):
+        return build_network(
+            1,
+            3,
+            kind="unet",
+            width=width,
+            depth=2,
+            spatial_dims=2,
+            generator=torch.Generator().manual_seed(0),
+        )
+
+    def step_and_forward(net, edge):
+        x = torch.randn(1, 1, edge, edge)
+        optimizer = torch.optim.AdamW(net.parameters())
+
+        def step():
+            optimizer.zero_grad()
+            # a stand-in loss: the mixture energy adds little to the network
+            net(x).square().mean().backward()
+            optimizer.step()
+
+        net.train()
+        step_s = best_time(step, repeat=10)
+        net.eval()
+        with torch.no_grad():
+            forward_s = best_time(lambda: net(x), repeat=10)
+        return dict(step_ms=1e3 * step_s, forward_ms=1e3 * forward_s)
+
+    rows = [
+        dict(edge=edge, width=8, **step_and_forward(network(8), edge))
+        for edge in (256, 192, 128, 96, 64)
+    ]
+    rows += [
+        dict(edge=256, width=width, **step_and_forward(network(width), 256))
+        for width in (6, 4)
+    ]
+    return rows
+
+
 def case_predict():
     X, _ = make_segmentation_images(9, (256, 256), noise=0.4, random_state=0)
     model = DeepGaussianMixture(3, random_state=0).fit(X[:8])
@@ -307,6 +354,7 @@ def case_gridsearch():
 
 CASES = {
     "fit": case_fit,
+    "steps": case_steps,
     "predict": case_predict,
     "scaling": case_scaling,
     "volume": case_volume,
