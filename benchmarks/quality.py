@@ -18,6 +18,9 @@ deepG / deepSVG amortized
                        one network trained on the other half of the
                        patients, applied in one forward pass (2-fold,
                        patient-wise)
+deepG on the collection
+                       one network fitted on all the slices, which it
+                       labels (unsupervised: no labels are used)
 
 Usage::
 
@@ -141,6 +144,18 @@ def amortized(spatially_variant):
     return run
 
 
+def collection(spatially_variant):
+    """One network fitted on all the slices at once, which it labels."""
+
+    def run(benchmark):
+        model = _deep(
+            n_components=benchmark.n_components, spatially_variant=spatially_variant
+        )
+        return model.fit_predict(benchmark.images, mask=benchmark.masks)
+
+    return run
+
+
 METHODS = {
     "GaussianMixture": per_slice(gmm),
     "GaussianMixture+smooth": per_slice(gmm_smoothed),
@@ -150,6 +165,7 @@ METHODS = {
     "deepSVG": per_slice(deep(True)),
     "deepG amortized": amortized(False),
     "deepSVG amortized": amortized(True),
+    "deepG on the collection": collection(False),
 }
 
 
