@@ -182,7 +182,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         Largest image (pixels inside the mask's box) trained on whole: larger
         images are trained on a random square (cubic) patch of at most this
         many pixels per iteration, so that an iteration costs the same
-        whatever their size. None trains on whole images. Inference always
+        whatever their size; the loss of a patch uses the initial EM fit
+        (see ``gaussians``). None trains on whole images. Inference always
         sees whole images (in overlapping tiles when they are very large);
         a network trained on patches normalises its features there with the
         statistics it recorded in training rather than the image's own.
@@ -220,6 +221,10 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
           coherent regions without a broad class swallowing a thin one.
         - "fixed": the Gaussians of the initial EM fit; the network shapes
           only the responsibilities (a Potts-regularised posterior).
+
+        Images trained on patches (see ``patch_pixels``) use the initial EM
+        fit in every mode: the M-step of a patch would estimate the patch's
+        classes, not the image's, and a thin class could be absorbed.
 
     device : str or torch.device, default="auto"
         Where to train: "auto" picks CUDA, then MPS, then the CPU.
@@ -650,7 +655,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                 covariance_type=self.covariance_type,
                 reg_covar=self.reg_covar / self._scaling.scale**2,
                 spatially_variant=self.spatially_variant,
-                gaussians=self.gaussians,
+                # the M-step of a patch (region None) would estimate the
+                # patch's Gaussians, not the image's
+                gaussians=self.gaussians if batch.region is not None else "fixed",
                 initial=initial,
             )
             loss = batch.image_mean(energy)

@@ -140,3 +140,22 @@ def test_predict_block_wise_on_a_dask_array():
     with distributed.Client(processes=False, n_workers=1, dashboard_address=None):
         labels = lazy.map_blocks(model.predict, dtype=int).compute()
     assert_array_equal(labels, model.predict(X))
+
+
+def test_patches_are_trained_on_the_initial_gaussians(monkeypatch):
+    """The M-step of a patch would estimate the patch's Gaussians, not the
+    image's: patches use the initial EM fit, whole images the M-step."""
+    import skdgmm.mixture
+
+    seen = set()
+    energy = skdgmm.mixture.mixture_energy
+
+    def spy(logits, batch, **kwargs):
+        seen.add((batch.region is None, kwargs["gaussians"]))
+        return energy(logits, batch, **kwargs)
+
+    monkeypatch.setattr(skdgmm.mixture, "mixture_energy", spy)
+    X, _ = make_segmentation_images(2, (40, 40), noise=0.2, random_state=0)
+    DeepGaussianMixture(3, patch_pixels=16 * 16, **FAST).fit(X)
+    # training on patches, the final evaluation on whole images
+    assert seen == {(True, "fixed"), (False, "bounded")}
