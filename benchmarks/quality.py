@@ -31,7 +31,8 @@ Usage::
 ``--prior`` adds the paper's setting on MyoPS: ``means_init`` from three
 labelled slices (one per patient), Dice without label matching, per slice
 and with one model fitted on all the slices (the paper's multi-image setting).
-``--params`` overrides settings of every DeepGaussianMixture, for studies.
+``--params`` overrides settings of every DeepGaussianMixture, for studies
+(also those a method sets itself); the JSON rows record the overrides.
 
 Prints a markdown table and writes it with a JSON file next to ``--output``.
 """
@@ -286,6 +287,7 @@ def _result(dataset, method, scored, dice, seconds):
         mean_dice=float(per_class.mean()),
         seconds_per_image=seconds,
         n_images=len(dice),
+        overrides=dict(OVERRIDES),
     )
     print(_row(row), flush=True)
     return row

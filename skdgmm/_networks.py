@@ -272,4 +272,6 @@ def build_network(
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
             module.reset_running_stats()
+        elif isinstance(module, UNet):
+            module.trained_on_patches.fill_(False)
     return net

@@ -183,7 +183,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         images are trained on a random square (cubic) patch of at most this
         many pixels per iteration, so that an iteration costs the same
         whatever their size; the loss of a patch uses the initial EM fit
-        (see ``gaussians``). None trains on whole images. Inference always
+        (see ``gaussians``). Tabular data of more than ``patch_pixels``
+        samples is trained on random runs of samples in the same way. None
+        trains on whole images. Inference always
         sees whole images (in overlapping tiles when they are very large);
         a network trained on patches normalises its features there with the
         statistics it recorded in training rather than the image's own.
@@ -199,7 +201,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         of the input's spread) pulling the per-image means towards ``m``: the
         ``means_init`` when given, otherwise the initial means. It keeps the
         class order the same across images. It acts through the M-step, so
-        not with ``gaussians="fixed"``.
+        not with ``gaussians="fixed"`` nor on patches of large images (see
+        ``patch_pixels``).
 
     spatial_regularization : float, default=4.0
         Weight of the Potts energy: the probability, averaged over pairs of
@@ -222,9 +225,11 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         - "fixed": the Gaussians of the initial EM fit; the network shapes
           only the responsibilities (a Potts-regularised posterior).
 
-        Images trained on patches (see ``patch_pixels``) use the initial EM
-        fit in every mode: the M-step of a patch would estimate the patch's
-        classes, not the image's, and a thin class could be absorbed.
+        On patches (see ``patch_pixels``) the training loss uses the initial
+        EM fit in every mode: the M-step of a patch would estimate the
+        patch's classes, not the image's, and a thin class could be
+        absorbed. The fitted ``means_``, ``covariances_`` and
+        ``lower_bound_`` come from whole images, as the mode says.
 
     device : str or torch.device, default="auto"
         Where to train: "auto" picks CUDA, then MPS, then the CPU.
@@ -489,6 +494,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         best = None
         for init in range(1 if warm else self.n_init):
             self._print_verbose(2, f"Initialization {init}")
+            # whether patches are cut can depend on the shuffled batches
+            batches.patched = False
             generator = torch.Generator().manual_seed(
                 int(random_state.randint(np.iinfo(np.int32).max))
             )
@@ -529,8 +536,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                         generator=generator,
                         on_iter=functools.partial(self._report_iter, progress),
                     )
-            if isinstance(network, UNet):
-                network.trained_on_patches.fill_(batches.patched)
+            if isinstance(network, UNet) and batches.patched:
+                # a warm start on whole images keeps what it was trained on
+                network.trained_on_patches.fill_(True)
             loss, log_likelihood = self._evaluate(network, loss_fn, batches)
             self._print_verbose(
                 2,

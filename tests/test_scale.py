@@ -5,6 +5,7 @@ import pytest
 import torch
 from numpy.testing import assert_array_equal
 
+import skdgmm.mixture
 from skdgmm import DeepGaussianMixture, _networks
 from skdgmm._layout import layout_for, masked_pixels, sample_pixels
 from skdgmm.datasets import make_segmentation_images
@@ -23,19 +24,12 @@ def _logits(model, X, use_running_stats):
         (X[:, None] - model._scaling.center[0]) / model._scaling.channel_scale[0],
         dtype=torch.float32,
     )
-    norms = [
-        m
-        for m in model.network_.modules()
-        if isinstance(m, _networks._TileableInstanceNorm)
-    ]
-    for norm in norms:
-        norm.use_running_stats = use_running_stats
-    try:
-        with torch.no_grad():
-            return model.network_._forward(x)
-    finally:
-        for norm in norms:
-            norm.use_running_stats = False
+    network = model.network_
+    with torch.no_grad():
+        if not use_running_stats:
+            return network._forward(x)
+        with network._running_statistics():
+            return network._forward(x)
 
 
 def test_tiled_inference_has_no_seams(small_tiles):
@@ -82,6 +76,26 @@ def test_large_images_are_trained_on_patches():
     assert not np.allclose(whole.loss_curve_, model.loss_curve_)
     assert model.network_.trained_on_patches
     assert not whole.network_.trained_on_patches
+    # continuing on whole images keeps what the network was trained on
+    warm = DeepGaussianMixture(
+        3, patch_pixels=16 * 16, warm_start=True, **{**FAST, "max_iter": 0}
+    )
+    warm.fit(X)
+    warm.set_params(patch_pixels=None).fit(X)
+    assert warm.network_.trained_on_patches
+
+
+def test_new_networks_are_not_marked_as_trained_on_patches():
+    network = _networks.build_network(
+        1,
+        3,
+        kind="unet",
+        width=4,
+        depth=1,
+        spatial_dims=2,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert not network.trained_on_patches
 
 
 def test_a_network_trained_on_patches_labels_a_region_alike_in_any_surroundings():
@@ -145,8 +159,6 @@ def test_predict_block_wise_on_a_dask_array():
 def test_patches_are_trained_on_the_initial_gaussians(monkeypatch):
     """The M-step of a patch would estimate the patch's Gaussians, not the
     image's: patches use the initial EM fit, whole images the M-step."""
-    import skdgmm.mixture
-
     seen = set()
     energy = skdgmm.mixture.mixture_energy
 
