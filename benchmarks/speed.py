@@ -143,9 +143,10 @@ def case_fit():
     for name, (X, k) in images.items():
         pixels = X.reshape(-1, 1)
         gmm = best_time(lambda: GaussianMixture(k, random_state=0).fit(pixels))
-        for setting, params in [("defaults", {}), ("learning_rate=0.03", {})]:
-            if setting != "defaults":
-                params = dict(learning_rate=0.03)
+        for setting, params in [
+            ("defaults", {}),
+            ("learning_rate=0.03", {"learning_rate": 0.03}),
+        ]:
             model = DeepGaussianMixture(k, random_state=0, **params)
             total, phases = _phases(model, X)
             n_steps = model.init_iter + model.n_iter_

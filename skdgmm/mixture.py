@@ -185,10 +185,10 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         whatever their size; the loss of a patch uses the initial EM fit
         (see ``gaussians``). Tabular data of more than ``patch_pixels``
         samples is trained on random runs of samples in the same way. None
-        trains on whole images. Inference always
-        sees whole images (in overlapping tiles when they are very large);
-        a network trained on patches normalises its features there with the
-        statistics it recorded in training rather than the image's own.
+        trains on whole images. Inference always sees whole images (in
+        overlapping tiles when they are very large); a network trained on
+        patches normalises its features there with the statistics it
+        recorded in training rather than the image's own.
 
     init_iter : int, default=20
         Iterations fitting the network to the responsibilities of the initial

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from skdgmm.datasets import make_segmentation_images
 
@@ -16,3 +17,16 @@ def images():
 @pytest.fixture
 def rng():
     return np.random.RandomState(0)
+
+
+def interrupt_step(monkeypatch, at):
+    """Make the ``at``-th optimizer step raise KeyboardInterrupt (Ctrl-C)."""
+    step, calls = torch.optim.AdamW.step, []
+
+    def interrupting_step(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == at:
+            raise KeyboardInterrupt
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", interrupting_step)

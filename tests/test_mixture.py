@@ -17,7 +17,7 @@ from skdgmm import DeepGaussianMixture, SpatialFeatures
 from skdgmm.datasets import make_segmentation_images
 from skdgmm.metrics import bic_scorer
 
-from .conftest import FAST
+from .conftest import FAST, interrupt_step
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -249,26 +249,16 @@ def test_convergence_warning_and_attributes(images):
 
 def test_keyboard_interrupt_keeps_a_usable_model(images, monkeypatch):
     X, _ = images
-    calls = []
-    step = torch.optim.AdamW.step
-
-    def interrupting_step(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == interrupt_at:
-            raise KeyboardInterrupt
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", interrupting_step)
     # two pre-training steps, two training steps, then Ctrl-C
-    interrupt_at = 5
+    interrupt_step(monkeypatch, at=5)
     with pytest.warns(UserWarning, match="interrupted"):
         model = _model(3, init_iter=2, max_iter=50, tol=0, n_init=3).fit(X)
     assert not model.converged_ and model.n_iter_ == 2
     assert len(model.lower_bounds_) == 2 and np.isfinite(model.lower_bounds_).all()
     assert model.predict(X).shape == X.shape
     # during pre-training: no training history, still a usable model
-    calls.clear()
-    interrupt_at = 2
+    monkeypatch.undo()
+    interrupt_step(monkeypatch, at=2)
     with pytest.warns(UserWarning, match="interrupted"):
         model = _model(3, init_iter=5).fit(X)
     assert model.n_iter_ == 0 and model.lower_bounds_ == [] and model.loss_curve_ == []

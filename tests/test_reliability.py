@@ -21,7 +21,7 @@ from sklearn.pipeline import make_pipeline
 from skdgmm import DeepGaussianMixture, PixelwiseMixture, SpatialFeatures
 from skdgmm.svgmm import SpatiallyVariantGaussianMixture
 
-from .conftest import FAST
+from .conftest import FAST, interrupt_step
 
 # tiny data and few iterations: EM and training need not converge
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -320,19 +320,6 @@ def test_float32_with_large_values_reaches_the_wrapped_estimator_as_float64(rng)
     _check_outputs(model, X, None)
 
 
-def _interrupt_step(monkeypatch, at):
-    """Make the ``at``-th optimizer step raise KeyboardInterrupt (Ctrl-C)."""
-    step, calls = torch.optim.AdamW.step, []
-
-    def interrupting_step(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == at:
-            raise KeyboardInterrupt
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", interrupting_step)
-
-
 def test_interrupt_in_a_later_initialization_keeps_the_best_so_far(images, monkeypatch):
     X, _ = images
     # without the Potts term the loss is the negated lower bound
@@ -346,7 +333,7 @@ def test_interrupt_in_a_later_initialization_keeps_the_best_so_far(images, monke
     )
     first = DeepGaussianMixture(3, **params).fit(X)
     # the first initialization runs to the end; the second stops early
-    _interrupt_step(monkeypatch, at=2 + 4 + 2 + 1)
+    interrupt_step(monkeypatch, at=2 + 4 + 2 + 1)
     with pytest.warns(UserWarning, match="interrupted"):
         model = DeepGaussianMixture(3, n_init=3, **params).fit(X)
     assert model.lower_bound_ >= first.lower_bound_ - 1e-9
@@ -381,7 +368,7 @@ def test_interrupt_in_the_initial_em_of_a_later_initialization(images, monkeypat
 def test_interrupt_during_warm_start_keeps_a_usable_model(images, monkeypatch):
     X, _ = images
     model = DeepGaussianMixture(3, warm_start=True, **FAST_MODEL).fit(X)
-    _interrupt_step(monkeypatch, at=2)
+    interrupt_step(monkeypatch, at=2)
     with pytest.warns(UserWarning, match="interrupted"):
         model.fit(X)
     assert model.n_iter_ == 1
