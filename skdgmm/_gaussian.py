@@ -109,6 +109,19 @@ def estimate_gaussian_parameters(X, resp, reg_covar, covariance_type):
     return nk, means, covariances
 
 
+def component_variances(covariances, covariance_type):
+    """Variance of every feature in every component: shape ``(B, K, F)``, or
+    ``(B, 1, F)`` for tied covariances and ``(B, K, 1)`` for spherical ones
+    (both broadcast against the means)."""
+    if covariance_type == "full":
+        return covariances.diagonal(dim1=-2, dim2=-1)
+    if covariance_type == "tied":
+        return covariances.diagonal(dim1=-2, dim2=-1).unsqueeze(-2)
+    if covariance_type == "spherical":
+        return covariances.unsqueeze(-1)
+    return covariances
+
+
 def compute_precision_cholesky(covariances, covariance_type):
     """Cholesky factor of the precision matrices, as scikit-learn defines it.
 
@@ -183,3 +196,17 @@ def estimate_log_gaussian_prob(X, means, precisions_chol, covariance_type):
     return -0.5 * (
         n_features * math.log(2 * math.pi) + mahalanobis
     ) + log_det.unsqueeze(1)
+
+
+def mixture_log_likelihood(X, log_weights, means, precisions_chol, covariance_type):
+    """Log-likelihood of every pixel under a Gaussian mixture.
+
+    ``log_weights`` broadcasts against ``(B, P, K)``: ``(B, 1, K)`` for one
+    mixing weight per component, ``(B, P, K)`` for pixel-wise weights.
+
+    Returns
+    -------
+    log_likelihood : torch.Tensor of shape (B, P)
+    """
+    log_prob = estimate_log_gaussian_prob(X, means, precisions_chol, covariance_type)
+    return torch.logsumexp(log_prob + log_weights, -1)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ._gaussian import (
+    component_variances,
     compute_precision_cholesky,
     estimate_gaussian_parameters,
     estimate_log_gaussian_prob,
@@ -224,9 +225,9 @@ def loss_gaussians(X, resp, *, reg_covar, covariance_type, gaussians, initial):
 
     * ``"free"``: the closed-form M-step of ``resp`` on each image,
       differentiable in the network (the paper's model);
-    * ``"bounded"``: the same means and covariances, each covariance scaled
-      down to the trace of its initial one if larger, and the initial mixing
-      weights;
+    * ``"bounded"``: the same means and covariances, each covariance no wider
+      than its initial one (see :func:`bound_covariances`), and the initial
+      mixing weights;
     * ``"fixed"``: the initial Gaussians.
     """
     if gaussians == "fixed":
@@ -236,11 +237,18 @@ def loss_gaussians(X, resp, *, reg_covar, covariance_type, gaussians, initial):
     )
     if gaussians == "free":
         return nk / nk.sum(-1, keepdim=True), means, covariances
-    return (
-        initial[0],
-        means,
-        bound_covariances(covariances, initial[2], covariance_type),
-    )
+    return initial[0], means, bound_covariances(covariances, initial, covariance_type)
+
+
+# Floor of the log-posterior in the free energy (nats); see mixture_energy.
+LOG_POSTERIOR_FLOOR = -30.0
+# A component whose initial variance per feature is below this share of the
+# data's (the likelihood's units make the data's variance about 1 per
+# feature) is a flat region; see bound_covariances.
+FLAT_VARIANCE = 1e-2
+# Training that ends this much (nats per pixel) below where it started, and
+# below the initial EM fit, goes back to an earlier state; see optimize.
+GUARD_NATS = 0.5
 
 
 def mixture_energy(
@@ -258,11 +266,21 @@ def mixture_energy(
     The Gaussians are those of :func:`loss_gaussians`. The energy is, per
     pixel,
 
-    * deepG: the variational free energy ``sum_k w_k (log w_k - log pi_k
-      N_k(x))`` (the negative evidence lower bound of EM), whose minimum over
+    * deepG: the variational free energy ``KL(w || p) - log L(x)`` (the
+      negative evidence lower bound of EM), where ``p`` is the posterior of
+      the components and ``L`` the mixture's likelihood; its minimum over
       ``w``, reached at the posterior, is the negative log-likelihood;
     * deepSVG: the negative log-likelihood ``-log sum_k w_k N_k(x)`` of the
       spatially variant mixture, whose weights are ``w`` itself.
+
+    In the divergence the posterior is floored at ``exp(LOG_POSTERIOR_FLOOR)``:
+    a responsibility on a component that cannot explain the pixel costs at
+    most 30 nats per unit. Without the floor it costs the squared distance in
+    that component's standard deviations, which for a flat region
+    (zero padding: a variance near ``reg_covar``) is of order ``1e5`` nats;
+    the network's soft responsibilities at the start of training then make
+    the energy of such a component so large that the quickest descent
+    empties it, flat pixels included.
 
     Returns
     -------
@@ -291,25 +309,32 @@ def mixture_energy(
     if spatially_variant:
         energy = -log_likelihood
     else:
-        energy = (w * (log_w - log_joint)).sum(-1)
+        log_posterior = (log_joint - log_likelihood.unsqueeze(-1)).clamp_min(
+            LOG_POSTERIOR_FLOOR
+        )
+        energy = (w * (log_w - log_posterior)).sum(-1) - log_likelihood
     return batch.masked_mean(energy), batch.masked_mean(log_likelihood), means
 
 
-def bound_covariances(covariances, reference, covariance_type):
-    """``covariances`` scaled down where their trace exceeds the reference's.
+def bound_covariances(covariances, initial, covariance_type):
+    """``covariances`` scaled down where their trace exceeds the ``initial``
+    fit's, except for flat components.
 
     Smoothing the responsibilities of a segmentation widens the Gaussians
     estimated from them; a widened broad class then absorbs thin ones, and
-    widens further. Bounding the spread by the initial fit's stops this while
-    letting classes reshape and narrow.
+    widens further: the bound stops this while letting classes reshape and
+    narrow. A flat region (zero padding, a saturated or empty background) is
+    a component of almost no variance (below ``FLAT_VARIANCE`` of the data's),
+    which the M-step of soft responsibilities cannot hold to EM's: the
+    little responsibility the network leaks onto it from other pixels moves
+    its mean by many of EM's standard deviations, the flat pixels are then
+    far from a component held that narrow, and another component takes them.
+    Left free, its covariance grows with the leak and it keeps its pixels.
     """
-    trace = {
-        "full": lambda c: c.diagonal(dim1=-2, dim2=-1).sum(-1),
-        "tied": lambda c: c.diagonal(dim1=-2, dim2=-1).sum(-1),
-        "diag": lambda c: c.sum(-1),
-        "spherical": lambda c: c,
-    }[covariance_type]
-    factor = (trace(reference) / trace(covariances)).clamp(max=1.0)
+    reference = component_variances(initial[2], covariance_type).sum(-1)
+    flat = reference < FLAT_VARIANCE * initial[1].shape[-1]
+    trace = component_variances(covariances, covariance_type).sum(-1)
+    factor = torch.where(flat, 1.0, (reference / trace).clamp(max=1.0))
     extra_axes = covariances.ndim - factor.ndim
     return covariances * factor.reshape(factor.shape + (1,) * extra_axes)
 
@@ -358,6 +383,8 @@ class History:
     log_likelihoods: list = field(default_factory=list)
     converged: bool = False
     interrupted: bool = False
+    # the iteration whose starting state was restored by the guard, if any
+    restored: int | None = None
 
     @property
     def n_iter(self):
@@ -391,6 +418,7 @@ def optimize(
     tol,
     generator,
     on_iter=None,
+    reference_log_likelihood=None,
 ):
     """Minimise ``loss_fn`` with AdamW, one epoch over ``batches`` per iteration.
 
@@ -399,12 +427,22 @@ def optimize(
     (averaged over the last ``_STOPPING_WINDOW`` iterations), after ``max_iter``
     epochs, or on KeyboardInterrupt, which keeps the network as it is and
     warns.
+
+    With a ``reference_log_likelihood`` (that of the initial EM fit), a guard
+    keeps training from ending worse than it started: the floor is
+    ``GUARD_NATS`` below the lower of the reference and the first iteration's
+    log-likelihood. If the last iteration's log-likelihood is below it (or
+    not a number), the network goes back to its state at the start of the
+    last iteration that was not, and ``History.restored`` says which.
     """
     optimizer = torch.optim.AdamW(network.parameters(), lr=learning_rate)
     history = History()
+    kept, kept_iter = _state(network), 1
+    floor = -math.inf
     network.train()
     try:
         for n_iter in range(1, max_iter + 1):
+            state = _state(network)
             loss_sum = ll_sum = 0.0
             for batch in batches.shuffled(generator):
                 optimizer.zero_grad()
@@ -415,6 +453,13 @@ def optimize(
                 ll_sum += float(log_likelihood) * len(batch)
             history.losses.append(loss_sum / len(batches))
             history.log_likelihoods.append(ll_sum / len(batches))
+            if n_iter == 1 and reference_log_likelihood is not None:
+                floor = (
+                    min(reference_log_likelihood, history.log_likelihoods[0])
+                    - GUARD_NATS
+                )
+            if history.log_likelihoods[-1] >= floor:
+                kept, kept_iter = state, n_iter
             change = _mean_change(history.losses)
             if on_iter is not None:
                 on_iter(n_iter, history.losses[-1], change)
@@ -430,4 +475,14 @@ def optimize(
         )
     finally:
         network.eval()
+    # NaN compares False: a diverged likelihood is restored too
+    guarded = reference_log_likelihood is not None and history.log_likelihoods
+    if guarded and not history.log_likelihoods[-1] >= floor:
+        network.load_state_dict(kept)
+        history.restored = kept_iter
     return history
+
+
+def _state(network):
+    """A copy of the network's parameters and buffers."""
+    return {name: value.clone() for name, value in network.state_dict().items()}

@@ -17,7 +17,9 @@ from tqdm.auto import tqdm
 
 from ._gaussian import (
     compute_precision_cholesky,
+    estimate_gaussian_parameters,
     estimate_log_gaussian_prob,
+    mixture_log_likelihood,
     precisions_from_cholesky,
 )
 from ._layout import (
@@ -30,10 +32,10 @@ from ._layout import (
 )
 from ._networks import UNet, build_network, unet_depth
 from ._training import (
+    GUARD_NATS,
     History,
     ImageBatches,
     Scaling,
-    loss_gaussians,
     mixture_energy,
     optimize,
     potts_energy,
@@ -228,8 +230,15 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         On patches (see ``patch_pixels``) the training loss uses the initial
         EM fit in every mode: the M-step of a patch would estimate the
         patch's classes, not the image's, and a thin class could be
-        absorbed. The fitted ``means_``, ``covariances_`` and
-        ``lower_bound_`` come from whole images, as the mode says.
+        absorbed.
+
+        Whatever the mode, the fitted ``weights_``, ``means_`` and
+        ``covariances_`` are the M-step of the final network's
+        responsibilities on all the training pixels (inside the mask; whole
+        images, not patches; pooled over the images of a collection), so
+        that ``weights_`` agree with the share of the pixels each label
+        takes and ``score``, ``bic`` and ``aic`` are the likelihood of the
+        model whose labels ``predict`` gives.
 
     device : str or torch.device, default="auto"
         Where to train: "auto" picks CUDA, then MPS, then the CPU.
@@ -237,7 +246,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
     Attributes
     ----------
     weights_ : ndarray of shape (n_components,)
-        Weight of each component over the training pixels.
+        Share of the training pixels (inside the mask, over all training
+        images) each component is responsible for.
 
     means_ : ndarray of shape (n_components, n_features)
         Mean of each component, in the units of the input.
@@ -258,12 +268,13 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         Training iterations of the best initialization.
 
     lower_bound_ : float
-        Log-likelihood per pixel of the best initialization's final network,
-        averaged over the training images (under the Gaussians of the loss,
-        per image), in the units of the input.
+        Mean log-likelihood of the training pixels under the fitted mixture
+        (``score`` of the training data), in the units of the input.
 
     lower_bounds_ : list of float
-        ``lower_bound_`` at each iteration.
+        The training log-likelihood at each iteration: per pixel, averaged
+        over the training images, under the Gaussians of the loss (per image,
+        as ``gaussians`` says).
 
     loss_curve_ : list of float
         The training loss at each iteration.
@@ -535,6 +546,16 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                         tol=self.tol,
                         generator=generator,
                         on_iter=functools.partial(self._report_iter, progress),
+                        reference_log_likelihood=self._initial_log_likelihood(
+                            pixels, initial
+                        ),
+                    )
+                if history.restored is not None:
+                    self._print_verbose(
+                        1,
+                        f"The log-likelihood fell more than {GUARD_NATS} nats per "
+                        f"pixel below where training started; keeping the network "
+                        f"of iteration {history.restored}.",
                     )
             if isinstance(network, UNet) and batches.patched:
                 # a warm start on whole images keeps what it was trained on
@@ -550,10 +571,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             if history.interrupted:
                 break
 
-        _, lower_bound, self.network_, history, self._initial_gaussians = best
+        _, _, self.network_, history, self._initial_gaussians = best
         # from the likelihood's units to the input's
         log_scale = self.n_features_in_ * np.log(self._scaling.scale)
-        self.lower_bound_ = lower_bound - log_scale
         self.converged_ = history.converged
         self.n_iter_ = history.n_iter
         self.lower_bounds_ = [value - log_scale for value in history.log_likelihoods]
@@ -639,6 +659,23 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         gaussians = (initial.weights_, initial.means_, initial.covariances_)
         return network, gaussians, history
 
+    def _initial_log_likelihood(self, pixels, initial):
+        """Mean log-likelihood of ``pixels`` (input units) under the initial
+        EM fit, in the likelihood's units."""
+        scaled = (pixels - self._scaling.center) / self._scaling.scale
+        weights, means, covariances = (
+            torch.as_tensor(p, dtype=torch.float64)[None] for p in initial
+        )
+        return float(
+            mixture_log_likelihood(
+                torch.as_tensor(scaled, dtype=torch.float64)[None],
+                weights.log()[:, None],
+                means,
+                compute_precision_cholesky(covariances, self.covariance_type),
+                self.covariance_type,
+            ).mean()
+        )
+
     def _likelihood_loss(self, initial, batches):
         """The training loss: the mixture's energy plus the Potts energy and
         the mean regularization (see :func:`mixture_energy`)."""
@@ -692,43 +729,76 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         return loss / len(batches), log_likelihood / len(batches)
 
     def _set_gaussian_parameters(self, batches, n_pixels):
-        """Fitted Gaussians, as the loss sees them over all ``n_pixels``
-        training pixels (at most ``_POOLED_PIXELS`` of them, evenly spaced,
-        for large collections): see :func:`loss_gaussians`.
+        """Fitted Gaussians: the M-step of the final network's
+        responsibilities over all ``n_pixels`` training pixels (at most
+        ``_POOLED_PIXELS`` of them, evenly spaced, for large collections), so
+        that ``weights_`` are the share of the pixels each component is
+        responsible for and ``score`` is the likelihood of the model whose
+        labels ``predict`` gives. Warns of components that label no pixel.
         """
         scale = self._scaling.scale
-        initial = tuple(
-            torch.as_tensor(p, dtype=torch.float64)[None]
-            for p in self._initial_gaussians
-        )
+        stride = -(-n_pixels // _POOLED_PIXELS)
+        network = self.network_.to(self.device_)
         resp, pixels = [], []
-        if self.gaussians != "fixed":
-            stride = -(-n_pixels // _POOLED_PIXELS)
-            network = self.network_.to(self.device_)
-            with torch.no_grad():
-                for batch in batches.ordered():
-                    keep = batch.mask.flatten(1).bool()
-                    logits = network(batch.x_net)
-                    resp.append(batch.pixels(logits.softmax(1))[keep][::stride].cpu())
-                    pixels.append(batch.pixels(batch.x_lik)[keep][::stride].cpu())
-            self.network_ = network.cpu()
-            resp = torch.cat(resp).double()[None]
-            pixels = torch.cat(pixels).double()[None]
-        weights, means, covariances = loss_gaussians(
+        with torch.no_grad():
+            for batch in batches.ordered():
+                keep = batch.mask.flatten(1).bool()
+                logits = network(batch.x_net)
+                resp.append(batch.pixels(logits.softmax(1))[keep][::stride].cpu())
+                pixels.append(batch.pixels(batch.x_lik)[keep][::stride].cpu())
+        self.network_ = network.cpu()
+        resp = torch.cat(resp).double()[None]
+        pixels = torch.cat(pixels).double()[None]
+        labelled = np.bincount(resp[0].argmax(-1).numpy(), minlength=self.n_components)
+        reg_covar = self.reg_covar / scale**2
+        _, means, covariances = estimate_gaussian_parameters(
+            pixels, resp, reg_covar, self.covariance_type
+        )
+        # The softmax leaks a little responsibility onto components that
+        # cannot explain a pixel, and a flat region's Gaussian (variance near
+        # reg_covar) widens by orders of magnitude with it. One E-step with
+        # the network's responsibilities as pixel-wise prior removes the leak
+        # and leaves confident responsibilities as they are.
+        log_resp = estimate_log_gaussian_prob(
             pixels,
-            resp,
-            reg_covar=self.reg_covar / scale**2,
-            covariance_type=self.covariance_type,
-            gaussians=self.gaussians,
-            initial=initial,
+            means,
+            compute_precision_cholesky(covariances, self.covariance_type),
+            self.covariance_type,
+        ) + resp.log()
+        nk, means, covariances = estimate_gaussian_parameters(
+            pixels, log_resp.softmax(-1).nan_to_num(0.0), reg_covar, self.covariance_type
         )
         precisions_chol = compute_precision_cholesky(covariances, self.covariance_type)
         precisions = precisions_from_cholesky(precisions_chol, self.covariance_type)
-        self.weights_ = weights.numpy()[0]
+        self.weights_ = (nk / nk.sum()).numpy()[0]
         self.means_ = means.numpy()[0] * scale + self._scaling.center
         self.covariances_ = covariances.numpy()[0] * scale**2
         self.precisions_cholesky_ = precisions_chol.numpy()[0] / scale
         self.precisions_ = precisions.numpy()[0] / scale**2
+        # in the likelihood's units: the log-density is shifted by log(scale)
+        # per feature in the input's
+        if self.spatially_variant:
+            log_weights = resp.log()
+        else:
+            log_weights = (nk / nk.sum()).log()[:, None]
+        log_likelihood = mixture_log_likelihood(
+            pixels,
+            log_weights,
+            means,
+            precisions_chol,
+            self.covariance_type,
+        )
+        self.lower_bound_ = float(log_likelihood.mean()) - self.n_features_in_ * np.log(
+            scale
+        )
+        if (labelled == 0).any():
+            warnings.warn(
+                f"Components {np.flatnonzero(labelled == 0).tolist()} of "
+                f"{self.n_components} label no training pixel: the fitted model "
+                "segments into fewer classes. Try fewer components, a smaller "
+                "spatial_regularization, or another random_state.",
+                UserWarning,
+            )
 
     def _print_verbose(self, level, message):
         if self.verbose >= level:
