@@ -223,7 +223,11 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         - "bounded": means and covariances as in "free", but each covariance
           no larger (in trace) than in the initial EM fit, and the mixing
           weights of the initial EM fit. Classes can reshape to spatially
-          coherent regions without a broad class swallowing a thin one.
+          coherent regions without a broad class swallowing a thin one. A
+          flat component (zero padding, an empty or saturated background:
+          an initial variance below 1 % of the data's) keeps its free
+          covariance, which grows with what the network leaks onto it
+          rather than losing its pixels.
         - "fixed": the Gaussians of the initial EM fit; the network shapes
           only the responsibilities (a Potts-regularised posterior).
 
@@ -452,7 +456,12 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         log-likelihood for at most ``max_iter`` iterations or until
         it changes by less than ``tol``; otherwise a ``ConvergenceWarning`` is
         raised. With ``warm_start``, training continues from the fitted
-        network. Interrupting (Ctrl-C) keeps the best model so far.
+        network. Interrupting (Ctrl-C) keeps the best model so far. Training
+        whose log-likelihood ends more than 0.5 nats per pixel below where
+        it started (and below the initial EM fit's) goes back to its last
+        state within that margin (``verbose`` says so). The fitted Gaussians
+        are then the M-step of the network's responsibilities; components
+        that label no training pixel are named in a warning.
 
         Parameters
         ----------
@@ -945,13 +954,13 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         # a writable copy of read-only input: torch warns on sharing it
         pixels = torch.as_tensor(np.require(X, np.float64, ["C", "W"]))
         pixels = pixels.reshape(1, -1, self.n_features_in_)
-        log_prob = estimate_log_gaussian_prob(
+        scores = mixture_log_likelihood(
             pixels,
+            log_mix,
             torch.as_tensor(self.means_)[None],
             torch.as_tensor(self.precisions_cholesky_)[None],
             self.covariance_type,
-        )[0]
-        scores = torch.logsumexp(log_prob + log_mix, -1).numpy()
+        )[0].numpy()
         scores = scores.reshape(self._layout.pixel_shape(X.shape))
         if mask is not None:
             scores[~mask] = 0.0
