@@ -75,7 +75,6 @@ CASES = {
     "EMIDEC 4 slices 128²": (lambda: _emidec(4, 128), 4),
     **{f"EMIDEC slice {i} 256²": (lambda i=i: _emidec_slice(i), 3) for i in (0, 1)},
     **{f"MNI152 slice {i}": (lambda i=i: _mni152([i]), 4) for i in (0, 8)},
-    "MNI152 9 slices": (lambda: _mni152(slice(None)), 4),
     "MyoPS slice 0 (3 channels)": (lambda: _myops([0]), 4),
     "DSB image 0": (lambda: _nuclei([0]), 2),
 }
