@@ -266,10 +266,11 @@ def mixture_energy(
     The Gaussians are those of :func:`loss_gaussians`. The energy is, per
     pixel,
 
-    * deepG: the variational free energy ``KL(w || p) - log L(x)`` (the
-      negative evidence lower bound of EM), where ``p`` is the posterior of
-      the components and ``L`` the mixture's likelihood; its minimum over
-      ``w``, reached at the posterior, is the negative log-likelihood;
+    * deepG: the variational free energy ``sum_k w_k (log w_k - log pi_k
+      N_k(x))`` (the negative evidence lower bound of EM), equal to
+      ``KL(w || p) - log L(x)`` with ``p`` the posterior of the components
+      and ``L`` the mixture's likelihood; its minimum over ``w``, reached at
+      the posterior, is the negative log-likelihood;
     * deepSVG: the negative log-likelihood ``-log sum_k w_k N_k(x)`` of the
       spatially variant mixture, whose weights are ``w`` itself.
 
@@ -311,12 +312,14 @@ def mixture_energy(
     if spatially_variant:
         energy = -log_likelihood
     else:
-        log_posterior = log_joint - log_likelihood.unsqueeze(-1)
         if initial is not None:
-            floored = log_posterior.clamp_min(LOG_POSTERIOR_FLOOR)
+            # log_joint - log_likelihood is the log-posterior
+            floored = torch.maximum(
+                log_joint, log_likelihood.unsqueeze(-1) + LOG_POSTERIOR_FLOOR
+            )
             flat = flat_components(initial, covariance_type).unsqueeze(1)
-            log_posterior = torch.where(flat, floored, log_posterior)
-        energy = (w * (log_w - log_posterior)).sum(-1) - log_likelihood
+            log_joint = torch.where(flat, floored, log_joint)
+        energy = (w * (log_w - log_joint)).sum(-1)
     return batch.masked_mean(energy), batch.masked_mean(log_likelihood), means
 
 
