@@ -458,7 +458,8 @@ def optimize(
     network.train()
     try:
         for n_iter in range(1, max_iter + 1):
-            state = _state(network)
+            # snapshots only where the guard may restore one
+            state = None if reference_log_likelihood is None else _state(network)
             loss_sum = ll_sum = 0.0
             for batch in batches.shuffled(generator):
                 optimizer.zero_grad()

@@ -587,7 +587,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         self.n_iter_ = history.n_iter
         self.lower_bounds_ = [value - log_scale for value in history.log_likelihoods]
         self.loss_curve_ = history.losses
-        self._set_gaussian_parameters(batches, n_pixels)
+        self.lower_bound_ = self._set_gaussian_parameters(batches, n_pixels) - log_scale
         if not self.converged_ and self.max_iter > 0 and not history.interrupted:
             warnings.warn(
                 "Best performing initialization did not converge. "
@@ -744,6 +744,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         that ``weights_`` are the share of the pixels each component is
         responsible for and ``score`` is the likelihood of the model whose
         labels ``predict`` gives. Warns of components that label no pixel.
+        Returns the mean log-likelihood of these pixels under the fitted
+        mixture, in the likelihood's units.
         """
         scale = self._scaling.scale
         stride = -(-n_pixels // _POOLED_PIXELS)
@@ -779,26 +781,15 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         )
         precisions_chol = compute_precision_cholesky(covariances, self.covariance_type)
         precisions = precisions_from_cholesky(precisions_chol, self.covariance_type)
-        self.weights_ = (nk / nk.sum()).numpy()[0]
+        weights = nk / nk.sum()
+        self.weights_ = weights.numpy()[0]
         self.means_ = means.numpy()[0] * scale + self._scaling.center
         self.covariances_ = covariances.numpy()[0] * scale**2
         self.precisions_cholesky_ = precisions_chol.numpy()[0] / scale
         self.precisions_ = precisions.numpy()[0] / scale**2
-        # in the likelihood's units: the log-density is shifted by log(scale)
-        # per feature in the input's
-        if self.spatially_variant:
-            log_weights = resp.log()
-        else:
-            log_weights = (nk / nk.sum()).log()[:, None]
+        log_weights = resp.log() if self.spatially_variant else weights.log()[:, None]
         log_likelihood = mixture_log_likelihood(
-            pixels,
-            log_weights,
-            means,
-            precisions_chol,
-            self.covariance_type,
-        )
-        self.lower_bound_ = float(log_likelihood.mean()) - self.n_features_in_ * np.log(
-            scale
+            pixels, log_weights, means, precisions_chol, self.covariance_type
         )
         if (labelled == 0).any():
             warnings.warn(
@@ -808,6 +799,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                 "spatial_regularization, or another random_state.",
                 UserWarning,
             )
+        # in the likelihood's units
+        return float(log_likelihood.mean())
 
     def _print_verbose(self, level, message):
         if self.verbose >= level:
