@@ -1,6 +1,7 @@
 """Pictures of segmentations: label overlays, probability maps, training curves.
 
-Needs matplotlib, the ``plot`` extra: ``pip install "skdgmm[plot]"``.
+The ``plot_*`` functions need matplotlib, the ``plot`` extra:
+``pip install "skdgmm[plot]"``; :func:`overlay_rgb` needs only scikit-image.
 """
 
 import numpy as np
@@ -36,9 +37,52 @@ def _grey_image(image):
     return rescale_intensity(image, out_range=(0.0, 1.0))
 
 
-def _overlay_rgb(image, labels, *, mask=None, alpha=0.3, boundaries=False):
-    """RGB picture of ``labels`` over ``image``; -1 and pixels outside
-    ``mask`` are left uncoloured."""
+def overlay_rgb(image, labels, *, mask=None, alpha=0.3, boundaries=False):
+    """The RGB picture of a label map over an image, as an array.
+
+    What :func:`plot_overlay` draws, without matplotlib (only scikit-image):
+    component labels coloured over the grey image (the first channel of a
+    multichannel image, scaled to [0, 1]) with :func:`skimage.color.label2rgb`,
+    or outlined with :func:`skimage.segmentation.mark_boundaries`. Label -1
+    (pixels outside the mask, as the estimators return them) is left
+    uncoloured. Save it with e.g. ``skimage.io.imsave(path, (rgb * 255)
+    .round().astype(np.uint8))``.
+
+    Parameters
+    ----------
+    image : array-like of shape (height, width) or (height, width, n_channels)
+        One image of a stack, or one slice of a volume.
+
+    labels : array-like of int of shape (height, width)
+        A label map, e.g. ``model.predict(images)[i]``.
+
+    mask : array-like of bool of shape (height, width), default=None
+        Only the labels inside the mask are coloured.
+
+    alpha : float, default=0.3
+        Opacity of the label colours.
+
+    boundaries : bool, default=False
+        Outline the regions instead of filling them.
+
+    Returns
+    -------
+    rgb : ndarray of float of shape (height, width, 3)
+        The picture, values in [0, 1].
+
+    See Also
+    --------
+    plot_overlay : Show the same picture in matplotlib axes.
+
+    Examples
+    --------
+    >>> from skdgmm.datasets import make_segmentation_images
+    >>> from skdgmm.plotting import overlay_rgb
+    >>> images, labels = make_segmentation_images(1, (32, 32), random_state=0)
+    >>> rgb = overlay_rgb(images[0], labels[0], alpha=0.5)
+    >>> rgb.shape, bool(rgb.min() >= 0 and rgb.max() <= 1)
+    ((32, 32, 3), True)
+    """
     from skimage.color import label2rgb
     from skimage.segmentation import mark_boundaries
 
@@ -67,6 +111,7 @@ def plot_overlay(
     a multichannel image) with :func:`skimage.color.label2rgb`, or outlined
     with :func:`skimage.segmentation.mark_boundaries`. Label -1 (pixels
     outside the mask, as the estimators return them) is left uncoloured.
+    The picture is :func:`overlay_rgb`'s.
 
     Parameters
     ----------
@@ -110,7 +155,7 @@ def plot_overlay(
     plt = _pyplot()
     if ax is None:
         _, ax = plt.subplots()
-    rgb = _overlay_rgb(image, labels, mask=mask, alpha=alpha, boundaries=boundaries)
+    rgb = overlay_rgb(image, labels, mask=mask, alpha=alpha, boundaries=boundaries)
     ax.imshow(rgb)
     ax.set_axis_off()
     if title is not None:

@@ -7,9 +7,16 @@ import numpy as np
 import pytest
 from skimage.io import imread, imsave
 
-from skdgmm.__main__ import main
+import skdgmm
+from skdgmm import DeepGaussianMixture
+from skdgmm.cli import main
+from skdgmm.cli.pictures import COLOURS
 from skdgmm.datasets import make_segmentation_images
 from skdgmm.metrics import match_labels
+
+from .conftest import interrupt_step
+
+tifffile = pytest.importorskip("tifffile")  # installed with scikit-image
 
 # the FAST settings of conftest, as options
 FAST = ["--max-iter", "5", "--random-state", "0", "--device", "cpu"]
@@ -54,8 +61,10 @@ def test_png_label_maps_and_overlays(pngs, tmp_path, capsys):
     assert sorted(os.listdir(out)) == [
         "image0_labels.png",
         "image0_overlay.png",
+        "image0_preview.png",
         "image1_labels.png",
         "image1_overlay.png",
+        "image1_preview.png",
     ]
     for i in range(2):
         labels = imread(out / f"image{i}_labels.png")
@@ -66,7 +75,13 @@ def test_png_label_maps_and_overlays(pngs, tmp_path, capsys):
         assert np.mean(matched == truth[i]) > 0.95
         overlay = imread(out / f"image{i}_overlay.png")
         assert overlay.shape == (32, 32, 3)
-    assert "wrote" in capsys.readouterr().out
+        # the preview shows component k in the k-th colour, not near-black
+        preview = imread(out / f"image{i}_preview.png")
+        assert preview.shape == (32, 32, 3)
+        for k in (0, 1):
+            assert (preview[labels == k] == COLOURS[k][1]).all()
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and "preview colours: 0 red, 1 green" in printed
 
 
 def test_mask_and_spatially_variant(pngs, tmp_path):
@@ -83,6 +98,8 @@ def test_mask_and_spatially_variant(pngs, tmp_path):
     labels = imread(out / "image0_labels.png")
     assert (labels[mask == 0] == 255).all()
     assert set(np.unique(labels[mask > 0])) <= {0, 1, 2}
+    # black outside the mask in the preview
+    assert (imread(out / "image0_preview.png")[mask == 0] == 0).all()
 
 
 def test_tiff_stays_tiff_with_float_intensities(tmp_path):
@@ -94,7 +111,7 @@ def test_tiff_stays_tiff_with_float_intensities(tmp_path):
     assert labels.max() <= 2
 
 
-def test_nifti_volume_keeps_the_affine(tmp_path):
+def test_nifti_volume_keeps_the_affine(tmp_path, capsys):
     nibabel = pytest.importorskip("nibabel")
     volume, _ = make_segmentation_images(1, (12, 16, 16), random_state=0)
     affine = np.diag([0.5, 0.5, 2.0, 1.0])
@@ -109,8 +126,11 @@ def test_nifti_volume_keeps_the_affine(tmp_path):
     labels = np.asarray(written.dataobj)
     assert labels.shape == (12, 16, 16) and labels.dtype == np.uint8
     assert labels.max() <= 2
-    # the overlay shows the middle slice across the shortest axis
-    assert imread(tmp_path / "scan_overlay.png").shape == (16, 16, 3)
+    # the pictures show the middle slice across the shortest axis, and say so
+    assert imread(tmp_path / "scan_overlay_axis0_slice6.png").shape == (16, 16, 3)
+    preview = imread(tmp_path / "scan_preview_axis0_slice6.png")
+    assert (preview[labels[6] == 0] == COLOURS[0][1]).all()
+    assert "(slice 6 along axis 0 of the label map)" in capsys.readouterr().out
 
 
 def test_existing_outputs_are_kept_without_force(pngs, tmp_path, capsys):
@@ -173,3 +193,224 @@ def test_python_dash_m(pngs, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert imread(tmp_path / "out" / "image0_labels.png").shape == (32, 32)
+
+
+def _outputs(directory):
+    return sorted(os.listdir(directory)) if directory.exists() else []
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_ctrl_c_during_training_writes_nothing(
+    pngs, tmp_path, capsys, monkeypatch, force
+):
+    paths, _ = pngs
+    out = tmp_path / "out"
+    if force:  # earlier results are kept too
+        assert _run(paths[0], "-k", 2, "-o", out) == 0
+    before = {name: (out / name).read_bytes() for name in _outputs(out)}
+    interrupt_step(monkeypatch, at=3)
+    capsys.readouterr()
+    assert _run(paths[0], "-k", 2, "-o", out, "--force") == 130
+    err = capsys.readouterr().err
+    assert "training was interrupted (Ctrl-C); nothing written" in err
+    assert "--keep-interrupted" in err
+    assert {name: (out / name).read_bytes() for name in _outputs(out)} == before
+
+
+def test_keep_interrupted_writes_and_says_so(pngs, tmp_path, capsys, monkeypatch):
+    paths, _ = pngs
+    out = tmp_path / "out"
+    interrupt_step(monkeypatch, at=3)
+    assert _run(paths[0], "-k", 2, "-o", out, "--keep-interrupted") == 0
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "writing the labels of the interrupted" in err
+    assert _outputs(out) == ["image0_labels.png", "image0_preview.png"]
+    assert imread(out / "image0_labels.png").shape == (32, 32)
+
+
+def test_ctrl_c_before_any_model_writes_nothing(pngs, tmp_path, capsys, monkeypatch):
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    paths, _ = pngs
+    monkeypatch.setattr(DeepGaussianMixture, "fit_predict", interrupted)
+    out = tmp_path / "out"
+    assert _run(paths[0], "-k", 2, "-o", out, "--keep-interrupted") == 130
+    assert "no model to keep" in capsys.readouterr().err
+    assert _outputs(out) == []
+
+
+def test_ctrl_c_while_writing_leaves_earlier_outputs(pngs, tmp_path, monkeypatch):
+    from skdgmm.cli import pictures
+
+    paths, _ = pngs
+    out = tmp_path / "out"
+    _run(paths[0], "-k", 2, "-o", out, "--random-state", 1)
+    before = {name: (out / name).read_bytes() for name in _outputs(out)}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pictures, "write_preview", interrupted)
+    assert _run(paths[0], "-k", 2, "-o", out, "--force") == 130
+    # no file replaced, none half-written
+    assert {name: (out / name).read_bytes() for name in _outputs(out)} == before
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"skdgmm {skdgmm.__version__}"
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_verbose_is_passed_to_the_estimator(pngs, tmp_path, monkeypatch, verbose):
+    seen, fit_predict = [], DeepGaussianMixture.fit_predict
+
+    def recording(self, *args, **kwargs):
+        seen.append(self.verbose)
+        return fit_predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(DeepGaussianMixture, "fit_predict", recording)
+    paths, _ = pngs
+    _run(paths[0], "-k", 2, "-o", tmp_path / "out", *["--verbose"] * verbose)
+    assert seen == [int(verbose)]
+
+
+def test_demo_writes_labels_and_a_preview(tmp_path, capsys, monkeypatch):
+    import functools
+
+    import skdgmm.datasets
+
+    image, truth = skdgmm.datasets.load_nuclei()
+    # a corner of the image and a short training keep the test fast
+    monkeypatch.setattr(
+        skdgmm.datasets, "load_nuclei", lambda: (image[:48, :48], truth[:48, :48])
+    )
+    short = functools.partial(DeepGaussianMixture, max_iter=3)
+    monkeypatch.setattr(skdgmm, "DeepGaussianMixture", short)
+    assert main(["demo", "--device", "cpu", "-o", str(tmp_path / "nuclei.png")]) == 0
+    labels = imread(tmp_path / "nuclei.png")
+    # one encoding with `segment`: component k as k
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1}
+    preview = imread(tmp_path / "nuclei_preview.png")
+    assert (preview[labels == 1] == COLOURS[1][1]).all()
+    assert "nuclei_preview.png" in capsys.readouterr().out
+
+
+def _imagej(path, data, axes):
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": axes})
+
+
+def _segmentable(shape, n_channels=1, random_state=0):
+    """An image or volume of ``shape`` (spatial) with channels last."""
+    images, _ = make_segmentation_images(
+        1, shape, n_channels=n_channels, random_state=random_state
+    )
+    return images[0].astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "data, axes, shape",
+    [
+        # z-stack (a volume, by default trained as 3-D)
+        (_segmentable((4, 16, 16)), "ZYX", (4, 16, 16)),
+        # ImageJ channel-first image: 2 channels, not 2 rows
+        (np.moveaxis(_segmentable((16, 12), 2), -1, 0), "CYX", (16, 12)),
+        # a volume with channels
+        (np.moveaxis(_segmentable((4, 16, 12), 2), -1, 1), "ZCYX", (4, 16, 12)),
+    ],
+)
+def test_imagej_tiff_axes_choose_the_layout(tmp_path, capsys, data, axes, shape):
+    _imagej(tmp_path / "stack.tif", data, axes)
+    assert _run(tmp_path / "stack.tif", "-k", 2, "-o", tmp_path) == 0
+    with tifffile.TiffFile(tmp_path / "stack_labels.tif") as written:
+        labels = written.series[0].asarray()
+        assert written.series[0].axes == "YX" if len(shape) == 2 else "ZYX"
+    assert labels.shape == shape and labels.dtype == np.uint8
+    assert set(np.unique(labels)) <= {0, 1}
+    if len(shape) == 3:
+        printed = capsys.readouterr().out
+        assert "shape (4, 16, " in printed  # one volume, not a 2-D image
+        assert "stack_preview_axis0_slice2.png" in printed
+
+
+def test_z_stack_as_2d_slices(tmp_path, capsys):
+    volume = _segmentable((5, 16, 16))
+    _imagej(tmp_path / "stack.tif", volume, "ZYX")
+    mask = np.ones(volume.shape, dtype=np.uint8)
+    mask[:, :2] = 0
+    _imagej(tmp_path / "mask.tif", mask, "ZYX")
+    options = ["--spatial-dims", 2, "--mask", tmp_path / "mask.tif", "--overlay"]
+    assert _run(tmp_path / "stack.tif", "-k", 2, "-o", tmp_path / "out", *options) == 0
+    printed = capsys.readouterr().out
+    assert "read as a stack of 5 2-D slices along Z" in printed
+    assert "on 5 2-D slices (from 1 file(s)) of shape (16, 16)" in printed
+    labels = tifffile.imread(tmp_path / "out" / "stack_labels.tif")
+    assert labels.shape == (5, 16, 16)
+    assert (labels[:, :2] == 255).all() and (labels[:, 2:] < 2).all()
+    # the middle one of the slices trained on
+    overlay = imread(tmp_path / "out" / "stack_overlay_axis0_slice2.png")
+    assert overlay.shape == (16, 16, 3)
+
+
+def test_tiff_without_axes(tmp_path, capsys):
+    # a plain multi-page TIFF: its pages are the slices of a volume
+    pages = _segmentable((6, 16, 16))
+    tifffile.imwrite(tmp_path / "pages.tif", pages, photometric="minisblack")
+    _run(tmp_path / "pages.tif", "-k", 2, "-o", tmp_path)
+    assert "read its 6 pages as the Z slices" in capsys.readouterr().out
+    assert tifffile.imread(tmp_path / "pages_labels.tif").shape == (6, 16, 16)
+
+
+def test_rgb_tiff_is_one_image_with_channels(tmp_path):
+    rgb = (np.clip(_segmentable((16, 16), 3), 0, 1) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    _run(tmp_path / "rgb.tif", "-k", 2, "-o", tmp_path)
+    assert tifffile.imread(tmp_path / "rgb_labels.tif").shape == (16, 16)
+
+
+def test_layouts_that_cannot_be_honoured_are_refused(pngs, tmp_path, capsys):
+    paths, _ = pngs
+    frames = np.zeros((3, 32, 32), dtype=np.uint8)
+    out = tmp_path / "out"
+    _imagej(tmp_path / "movie.tif", frames, "TYX")
+    err = _usage_error(capsys, tmp_path / "movie.tif", "-k", 2, "-o", out)
+    assert "axes TYX" in err and "T (time)" in err and "one file per T" in err
+    _imagej(tmp_path / "stack.tif", frames, "ZYX")
+    err = _usage_error(capsys, paths[0], tmp_path / "stack.tif", "-k", 2, "-o", out)
+    assert "mix 2-D images and volumes" in err
+    assert "pass --spatial-dims 2" in err
+    odd = np.zeros((2, 3, 8, 8), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "odd.tif", odd, photometric="minisblack")
+    err = _usage_error(capsys, tmp_path / "odd.tif", "-k", 2, "-o", out)
+    assert "cannot tell the axes of this TIFF" in err and "imagej=True" in err
+    assert not out.exists()
+    # with --spatial-dims 2 the image and the z-stack's slices train together
+    both = [paths[0], tmp_path / "stack.tif"]
+    assert _run(*both, "-k", 2, "-o", out, "--spatial-dims", 2) == 0
+    assert tifffile.imread(out / "stack_labels.tif").shape == (3, 32, 32)
+
+
+def test_nifti_as_2d_slices_and_4d_channels(tmp_path, capsys):
+    nibabel = pytest.importorskip("nibabel")
+    affine = np.diag([0.5, 0.5, 2.0, 1.0])
+    volume = _segmentable((12, 16, 6))
+    nibabel.save(nibabel.Nifti1Image(volume, affine), tmp_path / "scan.nii.gz")
+    _run(tmp_path / "scan.nii.gz", "-k", 2, "-o", tmp_path / "a", "--spatial-dims", 2)
+    printed = capsys.readouterr().out
+    # 6 slices of 12x16 along the last axis, not a 16-channel 2-D image
+    assert "6 2-D slices (from 1 file(s)) of shape (12, 16)" in printed
+    written = nibabel.load(tmp_path / "a" / "scan_labels.nii.gz")
+    assert written.shape == (12, 16, 6)
+    np.testing.assert_allclose(written.affine, affine)
+    assert (tmp_path / "a" / "scan_preview_axis2_slice3.png").exists()
+
+    channels = _segmentable((12, 16, 6), n_channels=2)  # the 4th axis
+    nibabel.save(nibabel.Nifti1Image(channels, affine), tmp_path / "two.nii.gz")
+    for spatial_dims in ([], ["--spatial-dims", 2]):
+        out = tmp_path / "b"
+        _run(tmp_path / "two.nii.gz", "-k", 2, "-o", out, "--force", *spatial_dims)
+        assert nibabel.load(tmp_path / "b" / "two_labels.nii.gz").shape == (12, 16, 6)
+    assert "of shape (12, 16, 2)" in capsys.readouterr().out  # 2-D slices, 2 channels
