@@ -210,3 +210,24 @@ def mixture_log_likelihood(X, log_weights, means, precisions_chol, covariance_ty
     """
     log_prob = estimate_log_gaussian_prob(X, means, precisions_chol, covariance_type)
     return torch.logsumexp(log_prob + log_weights, -1)
+
+
+def precision_shape(covariance_type, n_components, n_features):
+    """Shape of the (user-facing, numpy) precisions or covariances."""
+    return {
+        "full": (n_components, n_features, n_features),
+        "tied": (n_features, n_features),
+        "diag": (n_components, n_features),
+        "spherical": (n_components,),
+    }[covariance_type]
+
+
+def n_parameters(covariance_type, n_components, n_features):
+    """Number of free parameters of a Gaussian mixture."""
+    cov_params = {
+        "full": n_components * n_features * (n_features + 1) / 2.0,
+        "diag": n_components * n_features,
+        "tied": n_features * (n_features + 1) / 2.0,
+        "spherical": n_components,
+    }[covariance_type]
+    return int(cov_params + n_components * n_features + n_components - 1)

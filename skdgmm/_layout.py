@@ -1,9 +1,10 @@
-"""One place that converts between user arrays and network tensors.
+"""One place that knows array layouts: user arrays and the geometry of images.
 
 Users pass tabular data ``(n_samples, n_features)`` or stacks of images
 ``(n_images, *spatial[, n_channels])``; networks want ``(N, C, *spatial)``.
 Tabular data becomes a single "image" that is a line of ``n_samples`` pixels,
-so that every code path below works on one layout.
+so that every code path below works on one layout. The geometry of those
+tensors (the box around a mask, patches, tiles) is here too.
 """
 
 import math
@@ -11,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from sklearn.utils import check_array
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import _get_feature_names, validate_data
 
 
 @dataclass(frozen=True)
@@ -145,18 +147,21 @@ def check_mask(mask, pixel_shape):
     return mask
 
 
-def validate_input(estimator, X, mask, *, reset):
+def check_input(estimator, X, mask, *, reset):
     """Validate ``X`` and ``mask`` for ``estimator`` before any work.
 
-    ``estimator`` has a ``spatial_dims`` parameter. With ``reset`` (in fit)
-    its ``n_features_in_`` (channels) and ``_layout`` are set; otherwise X
-    must match them.
+    ``estimator`` has a ``spatial_dims`` parameter; without ``reset`` X must
+    match what it was fitted on. Nothing is written onto the estimator.
 
     Returns
     -------
     X : ndarray of float
     mask : ndarray of bool or None
     layout : Layout
+    attributes : dict
+        With ``reset``, the attributes that describe the input of a fit:
+        ``n_features_in_``, ``feature_names_in_`` (None for none) and
+        ``_layout``; otherwise empty.
     """
     ndim = X.ndim if hasattr(X, "ndim") else np.asarray(X).ndim
     dtype = getattr(X, "dtype", None)
@@ -166,16 +171,17 @@ def validate_input(estimator, X, mask, *, reset):
             "Complex data not supported: X must hold real numbers (take the "
             "magnitude, or put the real and imaginary parts in two channels)."
         )
+    feature_names = None
     if sp.issparse(X) or ndim <= 2:
-        X = validate_data(
-            estimator,
-            X,
-            reset=reset,
-            dtype=[np.float64, np.float32],
-            ensure_min_samples=2 if reset else 1,
-        )
-        X = _check_magnitude(X)
         layout = layout_for(2, estimator.spatial_dims)
+        options = dict(dtype=[np.float64, np.float32])
+        if reset:
+            feature_names = _get_feature_names(X)
+            X = check_array(X, estimator=estimator, ensure_min_samples=2, **options)
+        else:
+            X = validate_data(estimator, X, reset=False, **options)
+        X = _check_magnitude(X)
+        n_channels = X.shape[1]
     else:
         X = _check_magnitude(
             check_array(X, allow_nd=True, dtype=[np.float64, np.float32])
@@ -184,18 +190,12 @@ def validate_input(estimator, X, mask, *, reset):
         if 0 in X.shape:
             raise ValueError(f"Found an empty image stack of shape {X.shape}.")
         n_channels = layout.n_channels(X.shape)
-        if reset:
-            estimator.n_features_in_ = n_channels
-            if hasattr(estimator, "feature_names_in_"):
-                del estimator.feature_names_in_
-        elif n_channels != estimator.n_features_in_:
+        if not reset and n_channels != estimator.n_features_in_:
             raise ValueError(
                 f"X has {n_channels} channels, but {type(estimator).__name__} is "
                 f"expecting {estimator.n_features_in_} channels as input."
             )
-    if reset:
-        estimator._layout = layout
-    elif layout.spatial_dims != estimator._layout.spatial_dims:
+    if not reset and layout.spatial_dims != estimator._layout.spatial_dims:
         fitted = (
             "tabular data"
             if estimator._layout.tabular
@@ -206,6 +206,35 @@ def validate_input(estimator, X, mask, *, reset):
             f"layout, got an array of shape {X.shape}."
         )
     mask = check_mask(mask, layout.pixel_shape(X.shape))
+    attributes = {}
+    if reset:
+        attributes = dict(
+            n_features_in_=n_channels, feature_names_in_=feature_names, _layout=layout
+        )
+    return X, mask, layout, attributes
+
+
+def set_input_attributes(estimator, attributes):
+    """Write the ``attributes`` of :func:`check_input` onto ``estimator``
+    (a ``feature_names_in_`` of None removes the attribute)."""
+    for name, value in attributes.items():
+        if value is None:
+            vars(estimator).pop(name, None)
+        else:
+            setattr(estimator, name, value)
+
+
+def validate_input(estimator, X, mask, *, reset):
+    """:func:`check_input`, writing the input attributes when ``reset``.
+
+    Returns
+    -------
+    X : ndarray of float
+    mask : ndarray of bool or None
+    layout : Layout
+    """
+    X, mask, layout, attributes = check_input(estimator, X, mask, reset=reset)
+    set_input_attributes(estimator, attributes)
     return X, mask, layout
 
 
@@ -254,3 +283,52 @@ def unmask_pixels(values, X_shape, mask, layout, fill):
     out = np.full(shape, fill, dtype=np.result_type(values.dtype, type(fill)))
     out[mask] = values
     return out
+
+
+# The most pixels a network sees at once at inference; larger inputs go
+# through it in tiles (about 150 MB of activations of a U-Net at width 8).
+TILE_PIXELS = 2**19
+
+
+def patch_edge(n_pixels, spatial_dims):
+    """Side of the largest square (cube) of at most ``n_pixels`` pixels."""
+    edge = int(round(n_pixels ** (1 / spatial_dims)))
+    return edge if edge**spatial_dims <= n_pixels else edge - 1
+
+
+def tile_windows(size, edge, overlap):
+    """The fewest windows of at most ``edge`` pixels covering ``size`` with
+    an overlap of at least ``overlap``, all of one length, evenly spread."""
+    if size <= edge:
+        return [slice(0, size)]
+    n = math.ceil((size - overlap) / (edge - overlap))
+    length = math.ceil((size + (n - 1) * overlap) / n)
+    starts = np.linspace(0, size - length, n).round().astype(int)
+    return [slice(start, start + length) for start in starts.tolist()]
+
+
+def mask_box(mask, margin):
+    """Slices of the box around the masked pixels of ``mask`` (N, *S), widened
+    by ``margin`` pixels on every side (within the image); the whole image
+    when nothing is masked."""
+    inside = mask.any(0)
+    if not inside.any():
+        return tuple(slice(None) for _ in inside.shape)
+    region = []
+    for axis, size in enumerate(inside.shape):
+        other = tuple(a for a in range(inside.ndim) if a != axis)
+        where = np.flatnonzero(inside.any(other))
+        region.append(
+            slice(max(where[0] - margin, 0), min(where[-1] + 1 + margin, size))
+        )
+    return tuple(region)
+
+
+def random_window(shape, edge, generator):
+    """Slices of a random window of at most ``edge`` pixels per axis."""
+    window = []
+    for size in shape:
+        extent = min(size, edge)
+        start = int(torch.randint(size - extent + 1, (1,), generator=generator))
+        window.append(slice(start, start + extent))
+    return tuple(window)

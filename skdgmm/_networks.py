@@ -10,6 +10,7 @@ random number generator.
 """
 
 import contextlib
+import contextvars
 import itertools
 import math
 
@@ -18,21 +19,27 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._layout import TILE_PIXELS, patch_edge, tile_windows
+
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_TRANSPOSE = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 
 
+# Whether InstanceNorm uses its running statistics: a context variable, not
+# an attribute of the modules, so that threads predicting with one network
+# (each in its own context) never change each other's normalisation.
+_USE_RUNNING_STATS = contextvars.ContextVar("use_running_stats", default=False)
+
+
 class _TileableInstanceNorm:
     """InstanceNorm that also records running statistics in training, and
-    uses them instead of the input's when ``use_running_stats`` is set: a
-    tile of a large image must be normalised as the whole image would be,
+    uses them instead of the input's inside :meth:`UNet.running_statistics`:
+    a tile of a large image must be normalised as the whole image would be,
     not by its own statistics, and a network trained on patches must see
     features normalised as a patch's were."""
 
-    use_running_stats = False
-
     def forward(self, x):
-        use_input_stats = self.training or not self.use_running_stats
+        use_input_stats = self.training or not _USE_RUNNING_STATS.get()
         # given running statistics and told to use the input's, instance_norm
         # updates them: only training may
         running = self.training or not use_input_stats
@@ -129,7 +136,7 @@ class UNet(nn.Module):
         large = math.prod(x.shape[2:]) > TILE_PIXELS
         if not (large or self.trained_on_patches):
             return self._forward(x)
-        with self._running_statistics():
+        with self.running_statistics():
             return self._blend_tiles(x) if large else self._forward(x)
 
     def _forward(self, x):
@@ -148,17 +155,16 @@ class UNet(nn.Module):
         x = self.head(x)
         return x[(..., *(slice(0, s) for s in size))]
 
+    @staticmethod
     @contextlib.contextmanager
-    def _running_statistics(self):
-        """Normalise by the running statistics of training, not the input's."""
-        norms = [m for m in self.modules() if isinstance(m, _TileableInstanceNorm)]
-        for norm in norms:
-            norm.use_running_stats = True
+    def running_statistics():
+        """Normalise by the running statistics of training, not the input's
+        (in this thread only)."""
+        token = _USE_RUNNING_STATS.set(True)
         try:
             yield
         finally:
-            for norm in norms:
-                norm.use_running_stats = False
+            _USE_RUNNING_STATS.reset(token)
 
     def _blend_tiles(self, x):
         """The logits of a large input, computed in overlapping tiles.
@@ -170,7 +176,7 @@ class UNet(nn.Module):
         edge = patch_edge(TILE_PIXELS, x.ndim - 2)
         # wider than the receptive field where tiles are large enough
         overlap = min(16 * 2**self.depth, edge // 4)
-        axes = [_tile_windows(size, edge, overlap) for size in x.shape[2:]]
+        axes = [tile_windows(size, edge, overlap) for size in x.shape[2:]]
         logits = x.new_zeros((len(x), self.head.out_channels, *x.shape[2:]))
         weights = x.new_zeros(x.shape[2:])
         for window in itertools.product(*axes):
@@ -183,22 +189,6 @@ class UNet(nn.Module):
             logits[(..., *window)] += self._forward(x[(..., *window)]) * ramp
             weights[window] += ramp
         return logits / weights
-
-
-# The most pixels a U-Net sees at once at inference; larger inputs go
-# through it in tiles (about 150 MB of activations at width 8).
-TILE_PIXELS = 2**19
-
-
-def _tile_windows(size, edge, overlap):
-    """The fewest windows of at most ``edge`` pixels covering ``size`` with
-    an overlap of at least ``overlap``, all of one length, evenly spread."""
-    if size <= edge:
-        return [slice(0, size)]
-    n = math.ceil((size - overlap) / (edge - overlap))
-    length = math.ceil((size + (n - 1) * overlap) / n)
-    starts = np.linspace(0, size - length, n).round().astype(int)
-    return [slice(start, start + length) for start in starts.tolist()]
 
 
 def _ramp(length, overlap, like):
@@ -221,12 +211,6 @@ def _padding(size, depth):
         target = max(math.ceil(s / step) * step, 2 * step)
         pad += [0, target - s]
     return pad
-
-
-def patch_edge(n_pixels, spatial_dims):
-    """Side of the largest square (cube) of at most ``n_pixels`` pixels."""
-    edge = int(round(n_pixels ** (1 / spatial_dims)))
-    return edge if edge**spatial_dims <= n_pixels else edge - 1
 
 
 def unet_depth(spatial_shape, max_depth):

@@ -1,7 +1,6 @@
 """Deep Gaussian mixture model (Schwab, Mayr & Haltmeier, arXiv 2404.12252)."""
 
 import copy
-import functools
 import warnings
 from numbers import Integral, Real
 
@@ -13,78 +12,23 @@ from sklearn.mixture import GaussianMixture
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
-from tqdm.auto import tqdm
 
-from ._gaussian import (
-    compute_precision_cholesky,
-    estimate_gaussian_parameters,
-    estimate_log_gaussian_prob,
-    mixture_log_likelihood,
-    precisions_from_cholesky,
-)
+from ._base import MIXTURE_CONSTRAINTS, resolve_device
+from ._data import Scaling, image_batches, network_responsibilities
+from ._fitting import Run, Settings, fitted_mixture, train
+from ._gaussian import mixture_log_likelihood, n_parameters, precision_shape
 from ._layout import (
-    channels_first,
     channels_last,
+    check_input,
     count_pixels,
-    mask_channels_first,
     sample_pixels,
+    set_input_attributes,
     validate_input,
 )
-from ._networks import UNet, build_network, unet_depth
-from ._training import (
-    GUARD_NATS,
-    History,
-    ImageBatches,
-    Scaling,
-    mixture_energy,
-    optimize,
-    potts_energy,
-    soft_cross_entropy,
-)
+from ._training import History
 
 # Pixels drawn for the input's scaling and the initial EM fit.
 _INITIAL_PIXELS = 100_000
-# Most pixels whose responsibilities give the fitted Gaussians.
-_POOLED_PIXELS = 2**21
-
-
-def _resolve_device(device):
-    """``"auto"`` -> cuda, then mps, then cpu; anything else as torch reads it.
-
-    Raises
-    ------
-    ValueError
-        If ``device`` is not a device name or is not available here.
-    """
-    if device != "auto":
-        try:
-            device = torch.device(device)
-        except RuntimeError as error:
-            raise ValueError(
-                f"device must be 'auto' or a torch device such as 'cpu', 'cuda', "
-                f"'cuda:1' or 'mps'; got {device!r}."
-            ) from error
-        try:
-            torch.empty(0, device=device)
-        except (RuntimeError, AssertionError) as error:
-            raise ValueError(
-                f"Device {str(device)!r} is not available here."
-            ) from error
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def _precision_shape(covariance_type, n_components, n_features):
-    return {
-        "full": (n_components, n_features, n_features),
-        "tied": (n_features, n_features),
-        "diag": (n_components, n_features),
-        "spherical": (n_components,),
-    }[covariance_type]
 
 
 class DeepGaussianMixture(DensityMixin, BaseEstimator):
@@ -322,11 +266,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "n_components": [Interval(Integral, 1, None, closed="left")],
-        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
-        "tol": [Interval(Real, 0.0, None, closed="left")],
-        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
-        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        **MIXTURE_CONSTRAINTS,
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "init_params": [
             StrOptions({"kmeans", "random", "random_from_data", "k-means++"})
@@ -334,12 +274,10 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         "weights_init": ["array-like", None],
         "means_init": ["array-like", None],
         "precisions_init": ["array-like", None],
-        "random_state": ["random_state"],
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
         "spatially_variant": ["boolean"],
-        "spatial_dims": [Interval(Integral, 2, 3, closed="both")],
         "network_width": [Interval(Integral, 1, None, closed="left")],
         "network_depth": [Interval(Integral, 0, None, closed="left")],
         "learning_rate": [Interval(Real, 0.0, None, closed="neither")],
@@ -409,7 +347,19 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         self.gaussians = gaussians
         self.device = device
 
-    # -- input ---------------------------------------------------------------
+    # -- training ------------------------------------------------------------
+
+    def _check_warm_start(self):
+        for name, fitted in [
+            ("n_components", len(self.weights_)),
+            ("covariance_type", self._fitted_covariance_type),
+        ]:
+            if getattr(self, name) != fitted:
+                raise ValueError(
+                    f"warm_start continues the fitted model, whose {name} is "
+                    f"{fitted!r}; {name} is now {getattr(self, name)!r}. Set "
+                    f"warm_start=False to fit a new model."
+                )
 
     def _check_initial_parameters(self, n_features):
         for name, value, shape in [
@@ -418,7 +368,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             (
                 "precisions_init",
                 self.precisions_init,
-                _precision_shape(self.covariance_type, self.n_components, n_features),
+                precision_shape(self.covariance_type, self.n_components, n_features),
             ),
         ]:
             if value is not None and np.shape(value) != shape:
@@ -428,22 +378,16 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                     f"covariance_type={self.covariance_type!r}); got {np.shape(value)}."
                 )
 
-    def _batches(self, X, mask, layout, device):
-        # tabular problems are small and exactly GaussianMixture's: float64,
-        # where the device has it
-        double = layout.tabular and device.type != "mps"
-        dtype = torch.float64 if double else torch.float32
-        return ImageBatches(
-            channels_first(X, layout),
-            None if mask is None else mask_channels_first(mask, layout),
-            self._scaling,
+    def _batches(self, X, mask, layout, scaling, device):
+        return image_batches(
+            X,
+            mask,
+            layout,
+            scaling,
             batch_size=self.batch_size,
             device=device,
-            dtype=dtype,
             patch_pixels=self.patch_pixels,
         )
-
-    # -- training ------------------------------------------------------------
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, mask=None):
@@ -485,13 +429,10 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             The fitted mixture.
         """
         warm = self.warm_start and hasattr(self, "network_")
-        if warm and self.n_components != len(self.means_):
-            raise ValueError(
-                f"warm_start continues the fitted model of {len(self.means_)} "
-                f"components; n_components is now {self.n_components}."
-            )
+        if warm:
+            self._check_warm_start()
         # a warm start continues the fitted model: X must match it
-        X, mask, layout = validate_input(self, X, mask, reset=not warm)
+        X, mask, layout, attributes = check_input(self, X, mask, reset=not warm)
         n_pixels = count_pixels(X.shape, mask, layout)
         if n_pixels < max(2, self.n_components):
             raise ValueError(
@@ -499,96 +440,47 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                 f"got n_components = {self.n_components}, n_samples = "
                 f"{n_pixels} (pixels inside the mask)."
             )
-        self._check_initial_parameters(self.n_features_in_)
+        n_features = attributes.get("n_features_in_", getattr(self, "n_features_in_", 0))
+        self._check_initial_parameters(n_features)
 
-        self.device_ = _resolve_device(self.device)
+        device = resolve_device(self.device)
         random_state = check_random_state(self.random_state)
         # the scaling and the initial Gaussians need few pixels
         pixels = sample_pixels(X, mask, layout, _INITIAL_PIXELS, random_state)
-        if not warm:
-            self._scaling = Scaling.from_pixels(
-                pixels.astype(np.float64), self.reg_covar
-            )
-        batches = self._batches(X, mask, layout, self.device_)
+        if warm:
+            scaling = self._scaling
+            warm = Run(np.nan, np.nan, self.network_, History(), self._initial_gaussians)
+        else:
+            scaling = Scaling.from_pixels(pixels.astype(np.float64), self.reg_covar)
+        batches = self._batches(X, mask, layout, scaling, device)
+        settings = Settings.from_params(self.get_params())
+        run = train(batches, pixels, layout, scaling, settings, random_state, device, warm)
+        mixture = fitted_mixture(run.network, batches, n_pixels, scaling, settings, device)
 
-        best = None
-        for init in range(1 if warm else self.n_init):
-            self._print_verbose(2, f"Initialization {init}")
-            # whether patches are cut can depend on the shuffled batches
-            batches.patched = False
-            generator = torch.Generator().manual_seed(
-                int(random_state.randint(np.iinfo(np.int32).max))
-            )
-            if warm:
-                network = copy.deepcopy(self.network_).to(self.device_)
-                initial, pretraining = self._initial_gaussians, None
-            else:
-                try:
-                    network, initial, pretraining = self._initialize(
-                        pixels, layout, batches, random_state, generator
-                    )
-                except KeyboardInterrupt:
-                    if best is None:
-                        raise
-                    warnings.warn(
-                        "Training was interrupted; the estimator keeps the best "
-                        "initialization so far.",
-                        UserWarning,
-                    )
-                    break
-            loss_fn = self._likelihood_loss(initial, batches)
-            if pretraining is not None and pretraining.interrupted:
-                history = History(interrupted=True)
-            else:
-                with tqdm(
-                    total=self.max_iter,
-                    desc=f"Initialization {init}",
-                    unit="it",
-                    disable=self.verbose != 1,
-                ) as progress:
-                    history = optimize(
-                        network,
-                        loss_fn,
-                        batches,
-                        learning_rate=self.learning_rate,
-                        max_iter=self.max_iter,
-                        tol=self.tol,
-                        generator=generator,
-                        on_iter=functools.partial(self._report_iter, progress),
-                        reference_log_likelihood=self._initial_log_likelihood(
-                            pixels, initial
-                        ),
-                    )
-                if history.restored is not None:
-                    self._print_verbose(
-                        1,
-                        f"The log-likelihood fell more than {GUARD_NATS} nats per "
-                        f"pixel below where training started; keeping the network "
-                        f"of iteration {history.restored}.",
-                    )
-            if isinstance(network, UNet) and batches.patched:
-                # a warm start on whole images keeps what it was trained on
-                network.trained_on_patches.fill_(True)
-            loss, log_likelihood = self._evaluate(network, loss_fn, batches)
-            self._print_verbose(
-                2,
-                f"Initialization {'converged' if history.converged else 'did not converge'}."
-                f" lower bound {log_likelihood:.5f}.",
-            )
-            if best is None or loss < best[0]:
-                best = (loss, log_likelihood, network.cpu(), history, initial)
-            if history.interrupted:
-                break
-
-        _, _, self.network_, history, self._initial_gaussians = best
-        # from the likelihood's units to the input's
-        log_scale = self.n_features_in_ * np.log(self._scaling.scale)
-        self.converged_ = history.converged
-        self.n_iter_ = history.n_iter
-        self.lower_bounds_ = [value - log_scale for value in history.log_likelihoods]
-        self.loss_curve_ = history.losses
-        self.lower_bound_ = self._set_gaussian_parameters(batches, n_pixels) - log_scale
-        if not self.converged_ and self.max_iter > 0 and not history.interrupted:
+        # The fitted model changes in this one step: a fit that fails or is
+        # interrupted before it leaves the previous one exactly as it was.
+        set_input_attributes(self, attributes)
+        vars(self).update(
+            _scaling=scaling,
+            _initial_gaussians=run.initial,
+            _fitted_covariance_type=self.covariance_type,
+            device_=device,
+            network_=run.network,
+            converged_=run.history.converged,
+            n_iter_=run.history.n_iter,
+            lower_bounds_=[
+                float(scaling.log_density_to_input(value))
+                for value in run.history.log_likelihoods
+            ],
+            loss_curve_=run.history.losses,
+            lower_bound_=float(mixture.log_likelihood),
+            weights_=mixture.weights,
+            means_=mixture.means,
+            covariances_=mixture.covariances,
+            precisions_cholesky_=mixture.precisions_cholesky,
+            precisions_=mixture.precisions,
+        )
+        if not self.converged_ and self.max_iter > 0 and not run.history.interrupted:
             warnings.warn(
                 "Best performing initialization did not converge. "
                 "Try different init parameters, or increase max_iter, "
@@ -597,228 +489,13 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             )
         return self
 
-    def _initialize(self, pixels, layout, batches, random_state, generator):
-        """A new network trained towards the initial responsibilities.
-
-        The initial mixture is a GaussianMixture fitted by EM from this
-        estimator's ``init_params`` and ``*_init`` parameters, on the pixels in
-        the likelihood's units. The network is fitted to its posteriors for
-        ``init_iter`` iterations only: the smooth approximation a network
-        learns first is its spatial prior.
-
-        Returns the network, the initial Gaussians (weights, means and
-        covariances, in the likelihood's units) and the history of this
-        pre-training.
-        """
-        scaling = self._scaling
-        scaled = (pixels - scaling.center) / scaling.scale
-        means_init = self.means_init
-        if means_init is not None:
-            means_init = (np.asarray(means_init) - scaling.center) / scaling.scale
-        precisions_init = self.precisions_init
-        if precisions_init is not None:
-            precisions_init = np.asarray(precisions_init) * scaling.scale**2
-        with warnings.catch_warnings():
-            # the network's training decides convergence, not this EM
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            initial = GaussianMixture(
-                self.n_components,
-                covariance_type=self.covariance_type,
-                tol=self.tol,
-                reg_covar=self.reg_covar / scaling.scale**2,
-                init_params=self.init_params,
-                weights_init=self.weights_init,
-                means_init=means_init,
-                precisions_init=precisions_init,
-                random_state=random_state,
-            ).fit(scaled)
-        network = build_network(
-            batches.X.shape[1],
-            self.n_components,
-            kind="pixel" if layout.tabular else "unet",
-            width=self.network_width,
-            depth=unet_depth(batches.X.shape[2:], self.network_depth),
-            spatial_dims=layout.network_dims,
-            generator=generator,
-        ).to(device=self.device_, dtype=batches.dtype)
-
-        means = batches.tensor(initial.means_)[None]
-        precisions_chol = batches.tensor(initial.precisions_cholesky_)[None]
-        log_weights = batches.tensor(np.log(initial.weights_))
-
-        def pretraining_loss(network, batch):
-            log_prob = estimate_log_gaussian_prob(
-                batch.pixels(batch.x_lik), means, precisions_chol, self.covariance_type
-            )
-            target = (log_prob + log_weights).log_softmax(-1)
-            loss = batch.image_mean(
-                soft_cross_entropy(network(batch.x_net), target, batch)
-            )
-            return loss, torch.nan
-
-        history = optimize(
-            network,
-            pretraining_loss,
-            batches,
-            learning_rate=self.learning_rate,
-            max_iter=self.init_iter,
-            tol=0.0,
-            generator=generator,
-        )
-        gaussians = (initial.weights_, initial.means_, initial.covariances_)
-        return network, gaussians, history
-
-    def _initial_log_likelihood(self, pixels, initial):
-        """Mean log-likelihood of ``pixels`` (input units) under the initial
-        EM fit, in the likelihood's units."""
-        scaled = (pixels - self._scaling.center) / self._scaling.scale
-        weights, means, covariances = (
-            torch.as_tensor(p, dtype=torch.float64)[None] for p in initial
-        )
-        return float(
-            mixture_log_likelihood(
-                torch.as_tensor(scaled, dtype=torch.float64)[None],
-                weights.log()[:, None],
-                means,
-                compute_precision_cholesky(covariances, self.covariance_type),
-                self.covariance_type,
-            ).mean()
-        )
-
-    def _likelihood_loss(self, initial, batches):
-        """The training loss: the mixture's energy plus the Potts energy and
-        the mean regularization (see :func:`mixture_energy`)."""
-
-        initial = tuple(batches.tensor(p)[None] for p in initial)
-        if self.means_init is None:
-            mean_target = initial[1][0]
-        else:
-            scaling = self._scaling
-            mean_target = batches.tensor(
-                (self.means_init - scaling.center) / scaling.scale
-            )
-        # tabular samples have no neighbours
-        smoothing = 0.0 if self._layout.tabular else self.spatial_regularization
-        strength = self.mean_regularization
-
-        def loss_fn(network, batch):
-            logits = network(batch.x_net)
-            energy, log_likelihood, means = mixture_energy(
-                logits,
-                batch,
-                covariance_type=self.covariance_type,
-                reg_covar=self.reg_covar / self._scaling.scale**2,
-                spatially_variant=self.spatially_variant,
-                # the M-step of a patch (region None) would estimate the
-                # patch's Gaussians, not the image's
-                gaussians=self.gaussians if batch.region is not None else "fixed",
-                initial=initial,
-            )
-            loss = batch.image_mean(energy)
-            if smoothing:
-                loss = loss + smoothing * batch.image_mean(potts_energy(logits, batch))
-            if strength:
-                loss = (
-                    loss
-                    + strength * (batch.image_mean(means) - mean_target).square().sum()
-                )
-            return loss, batch.image_mean(log_likelihood).detach()
-
-        return loss_fn
-
-    @staticmethod
-    def _evaluate(network, loss_fn, batches):
-        """Mean loss and mean log-likelihood of the network over all images."""
-        loss = log_likelihood = 0.0
-        with torch.no_grad():
-            for batch in batches.ordered():
-                batch_loss, batch_ll = loss_fn(network, batch)
-                loss += float(batch_loss) * len(batch)
-                log_likelihood += float(batch_ll) * len(batch)
-        return loss / len(batches), log_likelihood / len(batches)
-
-    def _set_gaussian_parameters(self, batches, n_pixels):
-        """Fitted Gaussians: the M-step of the final network's
-        responsibilities over all ``n_pixels`` training pixels (at most
-        ``_POOLED_PIXELS`` of them, evenly spaced, for large collections), so
-        that ``weights_`` are the share of the pixels each component is
-        responsible for and ``score`` is the likelihood of the model whose
-        labels ``predict`` gives. Warns of components that label no pixel.
-        Returns the mean log-likelihood of these pixels under the fitted
-        mixture, in the likelihood's units.
-        """
-        scale = self._scaling.scale
-        stride = -(-n_pixels // _POOLED_PIXELS)
-        network = self.network_.to(self.device_)
-        resp, pixels = [], []
-        with torch.no_grad():
-            for batch in batches.ordered():
-                keep = batch.mask.flatten(1).bool()
-                logits = network(batch.x_net)
-                resp.append(batch.pixels(logits.softmax(1))[keep][::stride].cpu())
-                pixels.append(batch.pixels(batch.x_lik)[keep][::stride].cpu())
-        self.network_ = network.cpu()
-        resp = torch.cat(resp).double()[None]
-        pixels = torch.cat(pixels).double()[None]
-        labelled = np.bincount(resp[0].argmax(-1).numpy(), minlength=self.n_components)
-        reg_covar = self.reg_covar / scale**2
-        _, means, covariances = estimate_gaussian_parameters(
-            pixels, resp, reg_covar, self.covariance_type
-        )
-        # The softmax leaks a little responsibility onto components that
-        # cannot explain a pixel, and a flat region's Gaussian (variance near
-        # reg_covar) widens by orders of magnitude with it. One E-step with
-        # the network's responsibilities as pixel-wise prior removes the leak
-        # and leaves confident responsibilities as they are.
-        log_resp = estimate_log_gaussian_prob(
-            pixels,
-            means,
-            compute_precision_cholesky(covariances, self.covariance_type),
-            self.covariance_type,
-        ) + resp.log()
-        nk, means, covariances = estimate_gaussian_parameters(
-            pixels, log_resp.softmax(-1).nan_to_num(0.0), reg_covar, self.covariance_type
-        )
-        precisions_chol = compute_precision_cholesky(covariances, self.covariance_type)
-        precisions = precisions_from_cholesky(precisions_chol, self.covariance_type)
-        weights = nk / nk.sum()
-        self.weights_ = weights.numpy()[0]
-        self.means_ = means.numpy()[0] * scale + self._scaling.center
-        self.covariances_ = covariances.numpy()[0] * scale**2
-        self.precisions_cholesky_ = precisions_chol.numpy()[0] / scale
-        self.precisions_ = precisions.numpy()[0] / scale**2
-        log_weights = resp.log() if self.spatially_variant else weights.log()[:, None]
-        log_likelihood = mixture_log_likelihood(
-            pixels, log_weights, means, precisions_chol, self.covariance_type
-        )
-        if (labelled == 0).any():
-            warnings.warn(
-                f"Components {np.flatnonzero(labelled == 0).tolist()} of "
-                f"{self.n_components} label no training pixel: the fitted model "
-                "segments into fewer classes. Try fewer components, a smaller "
-                "spatial_regularization, or another random_state.",
-                UserWarning,
-            )
-        # in the likelihood's units
-        return float(log_likelihood.mean())
-
-    def _print_verbose(self, level, message):
-        if self.verbose >= level:
-            print(message)
-
-    def _report_iter(self, progress, n_iter, loss, change):
-        progress.update()
-        progress.set_postfix(loss=f"{loss:.4f}", change=f"{change:.2g}", refresh=False)
-        if n_iter % self.verbose_interval == 0:
-            self._print_verbose(2, f"  Iteration {n_iter}\t loss change {change:.5f}")
-
     # -- inference -----------------------------------------------------------
 
     def _inference_device(self):
         """The device for inference: the requested one, or the CPU if it is
         missing here (a model trained on a GPU used on a machine without)."""
         try:
-            device = _resolve_device(self.device)
+            device = resolve_device(self.device)
         except ValueError:
             warnings.warn(
                 f"Device {self.device!r} is not available here; using the CPU.",
@@ -828,24 +505,15 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         return device
 
     def _responsibilities(self, X, mask):
-        """Validated X, mask, layout and the network's responsibilities."""
+        """Validated X, mask and the network's responsibilities."""
         check_is_fitted(self)
         X, mask, layout = validate_input(self, X, mask, reset=False)
         device = self._inference_device()
-        batches = self._batches(X, mask, layout, device)
+        batches = self._batches(X, mask, layout, self._scaling, device)
         network = self.network_
         if device.type != "cpu":
             network = copy.deepcopy(network).to(device=device, dtype=batches.dtype)
-        # float32 for images: the largest array of inference
-        resp = np.zeros(
-            (len(batches), self.n_components) + batches.X.shape[2:],
-            dtype=torch.empty(0, dtype=batches.dtype).numpy().dtype,
-        )
-        with torch.no_grad():
-            for batch in batches.ordered():
-                resp[(batch.index, slice(None), *batch.region)] = (
-                    network(batch.x_net).softmax(1).cpu().numpy()
-                )
+        resp = network_responsibilities(network, batches, len(self.weights_))
         resp = channels_last(resp, layout)
         if mask is not None:
             resp[~mask] = 0.0
@@ -987,20 +655,15 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             )
         return float(scores.mean())
 
-    def _n_parameters(self):
-        """Number of free parameters of the Gaussian mixture."""
-        n_components, n_features = self.means_.shape
-        cov_params = {
-            "full": n_components * n_features * (n_features + 1) / 2.0,
-            "diag": n_components * n_features,
-            "tied": n_features * (n_features + 1) / 2.0,
-            "spherical": n_components,
-        }[self.covariance_type]
-        return int(cov_params + n_components * n_features + n_components - 1)
-
-    def _n_pixels(self, X, mask):
+    def _information_criterion(self, X, mask, penalty):
+        """``-2 log L + penalty(n_pixels) * n_parameters``."""
         X, mask, layout = validate_input(self, X, mask, reset=False)
-        return count_pixels(X.shape, mask, layout)
+        n = count_pixels(X.shape, mask, layout)
+        return -2 * self.score(X, mask=mask) * n + penalty(n) * self._n_parameters()
+
+    def _n_parameters(self):
+        """Number of free parameters of the Gaussian mixture (as sklearn's)."""
+        return n_parameters(self.covariance_type, *self.means_.shape)
 
     def bic(self, X, *, mask=None):
         """Bayesian information criterion, counting pixels as samples.
@@ -1015,8 +678,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         bic : float
             The lower the better.
         """
-        n = self._n_pixels(X, mask)
-        return -2 * self.score(X, mask=mask) * n + self._n_parameters() * np.log(n)
+        return self._information_criterion(X, mask, np.log)
 
     def aic(self, X, *, mask=None):
         """Akaike information criterion, counting pixels as samples.
@@ -1031,8 +693,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         aic : float
             The lower the better.
         """
-        n = self._n_pixels(X, mask)
-        return -2 * self.score(X, mask=mask) * n + 2 * self._n_parameters()
+        return self._information_criterion(X, mask, lambda n: 2)
 
     def sample(self, n_samples=1):
         """Draw pixels from the fitted Gaussian mixture.

@@ -9,13 +9,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted
 
+from ._base import MIXTURE_CONSTRAINTS
 from ._gaussian import (
     compute_precision_cholesky,
     estimate_gaussian_parameters,
     estimate_log_gaussian_prob,
 )
 from ._layout import masked_pixels, unmask_pixels, validate_input
-from .mixture import DeepGaussianMixture
 
 
 class SpatiallyVariantGaussianMixture(BaseEstimator):
@@ -61,18 +61,7 @@ class SpatiallyVariantGaussianMixture(BaseEstimator):
     (1, 16, 16)
     """
 
-    _parameter_constraints: dict = {
-        name: DeepGaussianMixture._parameter_constraints[name]
-        for name in (
-            "n_components",
-            "covariance_type",
-            "tol",
-            "reg_covar",
-            "max_iter",
-            "random_state",
-            "spatial_dims",
-        )
-    }
+    _parameter_constraints: dict = dict(MIXTURE_CONSTRAINTS)
 
     def __init__(
         self,

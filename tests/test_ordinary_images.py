@@ -17,7 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV
 
-import skdgmm.mixture
+import skdgmm._fitting
 from skdgmm import DeepGaussianMixture
 from skdgmm._training import GUARD_NATS, optimize
 from skdgmm.datasets import load_mni152, make_segmentation_images
@@ -226,7 +226,7 @@ def test_the_guard_reports_in_verbose_output(capsys, monkeypatch):
         history.restored = 1
         return history
 
-    monkeypatch.setattr(skdgmm.mixture, "optimize", restoring)
+    monkeypatch.setattr(skdgmm._fitting, "optimize", restoring)
     DeepGaussianMixture(3, max_iter=5, random_state=0, device="cpu", verbose=2).fit(X)
     assert "keeping the network of iteration 1" in capsys.readouterr().out
 

@@ -5,8 +5,7 @@ import pytest
 import torch
 from numpy.testing import assert_array_equal
 
-import skdgmm.mixture
-from skdgmm import DeepGaussianMixture, _networks
+from skdgmm import DeepGaussianMixture, _data, _losses, _networks
 from skdgmm._layout import layout_for, masked_pixels, sample_pixels
 from skdgmm.datasets import make_segmentation_images
 
@@ -16,7 +15,8 @@ from .conftest import FAST
 @pytest.fixture
 def small_tiles(monkeypatch):
     """Inference in tiles of 48 x 48 pixels (12 of overlap)."""
-    monkeypatch.setattr(_networks, "TILE_PIXELS", 48 * 48)
+    for module in (_data, _networks):
+        monkeypatch.setattr(module, "TILE_PIXELS", 48 * 48)
 
 
 def _logits(model, X, use_running_stats):
@@ -28,7 +28,7 @@ def _logits(model, X, use_running_stats):
     with torch.no_grad():
         if not use_running_stats:
             return network._forward(x)
-        with network._running_statistics():
+        with network.running_statistics():
             return network._forward(x)
 
 
@@ -160,13 +160,13 @@ def test_patches_are_trained_on_the_initial_gaussians(monkeypatch):
     """The M-step of a patch would estimate the patch's Gaussians, not the
     image's: patches use the initial EM fit, whole images the M-step."""
     seen = set()
-    energy = skdgmm.mixture.mixture_energy
+    energy = _losses.mixture_energy
 
     def spy(logits, batch, **kwargs):
-        seen.add((batch.region is None, kwargs["gaussians"]))
+        seen.add((batch.is_patch, kwargs["gaussians"]))
         return energy(logits, batch, **kwargs)
 
-    monkeypatch.setattr(skdgmm.mixture, "mixture_energy", spy)
+    monkeypatch.setattr(_losses, "mixture_energy", spy)
     X, _ = make_segmentation_images(2, (40, 40), noise=0.2, random_state=0)
     DeepGaussianMixture(3, patch_pixels=16 * 16, **FAST).fit(X)
     # training on patches, the final evaluation on whole images

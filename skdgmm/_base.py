@@ -1,0 +1,48 @@
+"""What the image mixtures share: parameter constraints and devices."""
+
+from numbers import Integral, Real
+
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+
+# The parameters of sklearn.mixture.GaussianMixture that the image mixtures
+# take with the same meaning, and the layout of image stacks.
+MIXTURE_CONSTRAINTS = {
+    "n_components": [Interval(Integral, 1, None, closed="left")],
+    "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
+    "tol": [Interval(Real, 0.0, None, closed="left")],
+    "reg_covar": [Interval(Real, 0.0, None, closed="left")],
+    "max_iter": [Interval(Integral, 0, None, closed="left")],
+    "random_state": ["random_state"],
+    "spatial_dims": [Interval(Integral, 2, 3, closed="both")],
+}
+
+
+def resolve_device(device):
+    """``"auto"`` -> cuda, then mps, then cpu; anything else as torch reads it.
+
+    Raises
+    ------
+    ValueError
+        If ``device`` is not a device name or is not available here.
+    """
+    if device != "auto":
+        try:
+            device = torch.device(device)
+        except RuntimeError as error:
+            raise ValueError(
+                f"device must be 'auto' or a torch device such as 'cpu', 'cuda', "
+                f"'cuda:1' or 'mps'; got {device!r}."
+            ) from error
+        try:
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError) as error:
+            raise ValueError(
+                f"Device {str(device)!r} is not available here."
+            ) from error
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

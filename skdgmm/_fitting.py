@@ -1,0 +1,364 @@
+"""Fitting a deep Gaussian mixture: the initializations, their training,
+and the fitted Gaussians.
+
+The estimator validates its input and hands over tensors
+(:class:`skdgmm._data.ImageBatches`) and its hyper-parameters
+(:class:`Settings`); :func:`train` returns the best initialization and
+:func:`fitted_mixture` the M-step of its network's responsibilities. Nothing
+here reads or writes the estimator.
+"""
+
+import copy
+import functools
+import warnings
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+from tqdm.auto import tqdm
+
+from ._gaussian import (
+    compute_precision_cholesky,
+    estimate_gaussian_parameters,
+    estimate_log_gaussian_prob,
+    mixture_log_likelihood,
+    precisions_from_cholesky,
+)
+from ._losses import likelihood_loss, pretraining_loss
+from ._networks import UNet, build_network, unet_depth
+from ._training import GUARD_NATS, History, evaluate, optimize
+
+# Most pixels whose responsibilities give the fitted Gaussians.
+POOLED_PIXELS = 2**21
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The hyper-parameters of :class:`skdgmm.DeepGaussianMixture` that
+    training reads (see its docstring), in the input's units."""
+
+    n_components: int
+    covariance_type: str
+    tol: float
+    reg_covar: float
+    max_iter: int
+    n_init: int
+    init_params: str
+    weights_init: object
+    means_init: object
+    precisions_init: object
+    verbose: int
+    verbose_interval: int
+    spatially_variant: bool
+    network_width: int
+    network_depth: int
+    learning_rate: float
+    init_iter: int
+    mean_regularization: float
+    spatial_regularization: float
+    gaussians: str
+
+    @classmethod
+    def from_params(cls, params):
+        """Settings from an estimator's ``get_params()``."""
+        return cls(**{f.name: params[f.name] for f in fields(cls)})
+
+    def say(self, level, message):
+        """Print ``message`` if ``verbose`` is at least ``level``."""
+        if self.verbose >= level:
+            print(message)
+
+
+@dataclass
+class Run:
+    """One trained initialization."""
+
+    loss: float
+    log_likelihood: float
+    network: torch.nn.Module
+    history: History
+    # the initial EM fit (weights, means, covariances) in the likelihood's units
+    initial: tuple
+
+
+def _better(loss, best):
+    """Whether a run of final ``loss`` beats the ``best`` run so far: a
+    lower loss, and any number over one that is not (a diverged run)."""
+    return best is None or loss < best.loss or (np.isnan(best.loss) and not np.isnan(loss))
+
+
+def train(batches, pixels, layout, scaling, settings, random_state, device, warm=None):
+    """Train ``settings.n_init`` initializations and return the best :class:`Run`.
+
+    ``pixels`` are a sample of the training pixels in the input's units
+    (for the initial EM fit). With ``warm`` (a :class:`Run` of an earlier
+    fit), training continues its network once instead. An interruption
+    (Ctrl-C) of training keeps the network as it is (see
+    :func:`~skdgmm._training.optimize`) and ends the initializations; one
+    in the initial EM fit of a later initialization keeps the best so far.
+    """
+    scaled = scaling.pixels(pixels)
+    best = None
+    for init in range(1 if warm else settings.n_init):
+        settings.say(2, f"Initialization {init}")
+        # whether patches are cut can depend on the shuffled batches
+        batches.patched = False
+        generator = torch.Generator().manual_seed(
+            int(random_state.randint(np.iinfo(np.int32).max))
+        )
+        if warm:
+            network = copy.deepcopy(warm.network).to(device)
+            initial, pretraining = warm.initial, History()
+        else:
+            try:
+                mixture = initial_mixture(scaled, settings, scaling, random_state)
+            except KeyboardInterrupt:
+                if best is None:
+                    raise
+                warnings.warn(
+                    "Training was interrupted; the estimator keeps the best "
+                    "initialization so far.",
+                    UserWarning,
+                )
+                break
+            initial = (mixture.weights_, mixture.means_, mixture.covariances_)
+            network = new_network(batches, layout, settings, generator, device)
+            pretraining = pretrain(network, mixture, batches, settings, generator)
+        run = _train_run(
+            network, initial, pretraining, batches, layout, scaling, settings,
+            generator,
+            _initial_log_likelihood(scaled, initial, settings.covariance_type), init,
+        )
+        if _better(run.loss, best):
+            best = run
+        if run.history.interrupted:
+            break
+    return best
+
+
+def _train_run(
+    network, initial, pretraining, batches, layout, scaling, settings, generator,
+    reference, init,
+):
+    """Optimise the likelihood loss of one initialization."""
+    loss_fn = _likelihood_loss(initial, batches, layout, scaling, settings)
+    if pretraining.interrupted:
+        history = History(interrupted=True)
+    else:
+        with tqdm(
+            total=settings.max_iter,
+            desc=f"Initialization {init}",
+            unit="it",
+            disable=settings.verbose != 1,
+        ) as progress:
+            history = optimize(
+                network,
+                loss_fn,
+                batches,
+                learning_rate=settings.learning_rate,
+                max_iter=settings.max_iter,
+                tol=settings.tol,
+                generator=generator,
+                on_iter=functools.partial(_report_iter, settings, progress),
+                reference_log_likelihood=reference,
+            )
+        if history.restored is not None:
+            settings.say(
+                1,
+                f"The log-likelihood fell more than {GUARD_NATS} nats per "
+                f"pixel below where training started; keeping the network "
+                f"of iteration {history.restored}.",
+            )
+    if isinstance(network, UNet) and batches.patched:
+        # a warm start on whole images keeps what it was trained on
+        network.trained_on_patches.fill_(True)
+    loss, log_likelihood = evaluate(network, loss_fn, batches)
+    settings.say(
+        2,
+        f"Initialization {'converged' if history.converged else 'did not converge'}."
+        f" lower bound {log_likelihood:.5f}.",
+    )
+    return Run(loss, log_likelihood, network.cpu(), history, initial)
+
+
+def _report_iter(settings, progress, n_iter, loss, change):
+    progress.update()
+    progress.set_postfix(loss=f"{loss:.4f}", change=f"{change:.2g}", refresh=False)
+    if n_iter % settings.verbose_interval == 0:
+        settings.say(2, f"  Iteration {n_iter}\t loss change {change:.5f}")
+
+
+def initial_mixture(scaled, settings, scaling, random_state):
+    """The initial mixture: a GaussianMixture fitted by EM on the ``scaled``
+    pixels (likelihood units), started as ``init_params`` and the
+    ``*_init`` settings say."""
+    means_init = settings.means_init
+    if means_init is not None:
+        means_init = scaling.pixels(means_init)
+    precisions_init = settings.precisions_init
+    if precisions_init is not None:
+        precisions_init = scaling.precisions(precisions_init)
+    with warnings.catch_warnings():
+        # the network's training decides convergence, not this EM
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return GaussianMixture(
+            settings.n_components,
+            covariance_type=settings.covariance_type,
+            tol=settings.tol,
+            reg_covar=scaling.variance(settings.reg_covar),
+            init_params=settings.init_params,
+            weights_init=settings.weights_init,
+            means_init=means_init,
+            precisions_init=precisions_init,
+            random_state=random_state,
+        ).fit(scaled)
+
+
+def new_network(batches, layout, settings, generator, device):
+    """A network for the images of ``batches``, its weights drawn from
+    ``generator``."""
+    return build_network(
+        batches.X.shape[1],
+        settings.n_components,
+        kind="pixel" if layout.tabular else "unet",
+        width=settings.network_width,
+        depth=unet_depth(batches.X.shape[2:], settings.network_depth),
+        spatial_dims=layout.network_dims,
+        generator=generator,
+    ).to(device=device, dtype=batches.dtype)
+
+
+def pretrain(network, mixture, batches, settings, generator):
+    """Fit the network to the posteriors of the initial GaussianMixture
+    for ``init_iter`` iterations only: the smooth approximation a network
+    learns first is its spatial prior."""
+    loss_fn = pretraining_loss(
+        batches.tensor(np.log(mixture.weights_)),
+        batches.tensor(mixture.means_)[None],
+        batches.tensor(mixture.precisions_cholesky_)[None],
+        settings.covariance_type,
+    )
+    return optimize(
+        network,
+        loss_fn,
+        batches,
+        learning_rate=settings.learning_rate,
+        max_iter=settings.init_iter,
+        tol=0.0,
+        generator=generator,
+    )
+
+
+def _likelihood_loss(initial, batches, layout, scaling, settings):
+    initial = tuple(batches.tensor(p)[None] for p in initial)
+    if settings.means_init is None:
+        mean_target = initial[1][0]
+    else:
+        mean_target = batches.tensor(scaling.pixels(settings.means_init))
+    return likelihood_loss(
+        initial,
+        covariance_type=settings.covariance_type,
+        reg_covar=scaling.variance(settings.reg_covar),
+        spatially_variant=settings.spatially_variant,
+        gaussians=settings.gaussians,
+        # tabular samples have no neighbours
+        spatial_regularization=0.0 if layout.tabular else settings.spatial_regularization,
+        mean_regularization=settings.mean_regularization,
+        mean_target=mean_target,
+    )
+
+
+def _initial_log_likelihood(scaled, initial, covariance_type):
+    """Mean log-likelihood of the ``scaled`` pixels under the initial EM fit."""
+    weights, means, covariances = (
+        torch.as_tensor(p, dtype=torch.float64)[None] for p in initial
+    )
+    return float(
+        mixture_log_likelihood(
+            torch.as_tensor(scaled, dtype=torch.float64)[None],
+            weights.log()[:, None],
+            means,
+            compute_precision_cholesky(covariances, covariance_type),
+            covariance_type,
+        ).mean()
+    )
+
+
+@dataclass
+class FittedMixture:
+    """The fitted Gaussians, in the input's units (see :func:`fitted_mixture`)."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    precisions_cholesky: np.ndarray
+    precisions: np.ndarray
+    # mean log-likelihood of the training pixels
+    log_likelihood: float
+
+
+def fitted_mixture(network, batches, n_pixels, scaling, settings, device):
+    """The fitted Gaussians: the M-step of the ``network``'s
+    responsibilities over all ``n_pixels`` training pixels (at most
+    ``POOLED_PIXELS`` of them, evenly spaced, for large collections), so
+    that the weights are the share of the pixels each component is
+    responsible for and their likelihood is that of the model whose labels
+    the network gives. Warns of components that label no pixel.
+    """
+    covariance_type = settings.covariance_type
+    stride = -(-n_pixels // POOLED_PIXELS)
+    network = network.to(device)
+    resp, pixels = [], []
+    with torch.no_grad():
+        for batch in batches.ordered():
+            keep = batch.mask.flatten(1).bool()
+            logits = network(batch.x_net)
+            resp.append(batch.pixels(logits.softmax(1))[keep][::stride].cpu())
+            pixels.append(batch.pixels(batch.x_lik)[keep][::stride].cpu())
+    network.cpu()
+    resp = torch.cat(resp).double()[None]
+    pixels = torch.cat(pixels).double()[None]
+    labelled = np.bincount(resp[0].argmax(-1).numpy(), minlength=settings.n_components)
+    reg_covar = scaling.variance(settings.reg_covar)
+    _, means, covariances = estimate_gaussian_parameters(
+        pixels, resp, reg_covar, covariance_type
+    )
+    # The softmax leaks a little responsibility onto components that
+    # cannot explain a pixel, and a flat region's Gaussian (variance near
+    # reg_covar) widens by orders of magnitude with it. One E-step with
+    # the network's responsibilities as pixel-wise prior removes the leak
+    # and leaves confident responsibilities as they are.
+    log_resp = estimate_log_gaussian_prob(
+        pixels,
+        means,
+        compute_precision_cholesky(covariances, covariance_type),
+        covariance_type,
+    ) + resp.log()
+    nk, means, covariances = estimate_gaussian_parameters(
+        pixels, log_resp.softmax(-1).nan_to_num(0.0), reg_covar, covariance_type
+    )
+    precisions_chol = compute_precision_cholesky(covariances, covariance_type)
+    precisions = precisions_from_cholesky(precisions_chol, covariance_type)
+    weights = nk / nk.sum()
+    log_weights = resp.log() if settings.spatially_variant else weights.log()[:, None]
+    log_likelihood = mixture_log_likelihood(
+        pixels, log_weights, means, precisions_chol, covariance_type
+    )
+    if (labelled == 0).any():
+        warnings.warn(
+            f"Components {np.flatnonzero(labelled == 0).tolist()} of "
+            f"{settings.n_components} label no training pixel: the fitted model "
+            "segments into fewer classes. Try fewer components, a smaller "
+            "spatial_regularization, or another random_state.",
+            UserWarning,
+        )
+    gaussians = scaling.gaussians_to_input(
+        *(p.numpy()[0] for p in (means, covariances, precisions_chol, precisions))
+    )
+    return FittedMixture(
+        weights.numpy()[0],
+        *gaussians,
+        scaling.log_density_to_input(float(log_likelihood.mean())),
+    )
