@@ -2,6 +2,8 @@
 
 from numbers import Integral, Real
 
+import warnings
+
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
@@ -46,3 +48,15 @@ def resolve_device(device):
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def inference_device(device):
+    """The device for inference: ``device`` resolved, or the CPU if it is
+    missing here (a model trained on a GPU used on a machine without)."""
+    try:
+        return resolve_device(device)
+    except ValueError:
+        warnings.warn(
+            f"Device {device!r} is not available here; using the CPU.", UserWarning
+        )
+        return torch.device("cpu")

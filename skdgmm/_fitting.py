@@ -24,6 +24,7 @@ from ._gaussian import (
     estimate_gaussian_parameters,
     estimate_log_gaussian_prob,
     mixture_log_likelihood,
+    precision_shape,
     precisions_from_cholesky,
 )
 from ._losses import likelihood_loss, pretraining_loss
@@ -32,6 +33,8 @@ from ._training import GUARD_NATS, History, evaluate, optimize
 
 # Most pixels whose responsibilities give the fitted Gaussians.
 POOLED_PIXELS = 2**21
+# EM iterations of the initial mixture (GaussianMixture's default).
+_INITIAL_EM_ITER = 100
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,25 @@ class Settings:
     def from_params(cls, params):
         """Settings from an estimator's ``get_params()``."""
         return cls(**{f.name: params[f.name] for f in fields(cls)})
+
+    def check_initial_parameters(self, n_features):
+        """A ValueError if a ``*_init`` parameter is not shaped for
+        ``n_features`` features."""
+        for name, value, shape in [
+            ("weights_init", self.weights_init, (self.n_components,)),
+            ("means_init", self.means_init, (self.n_components, n_features)),
+            (
+                "precisions_init",
+                self.precisions_init,
+                precision_shape(self.covariance_type, self.n_components, n_features),
+            ),
+        ]:
+            if value is not None and np.shape(value) != shape:
+                raise ValueError(
+                    f"{name} should have the shape {shape} "
+                    f"(n_components={self.n_components}, n_features={n_features}, "
+                    f"covariance_type={self.covariance_type!r}); got {np.shape(value)}."
+                )
 
     def say(self, level, message):
         """Print ``message`` if ``verbose`` is at least ``level``."""
@@ -130,6 +152,7 @@ def train(batches, pixels, layout, scaling, settings, random_state, device, warm
             network, initial, pretraining, batches, layout, scaling, settings,
             generator,
             _initial_log_likelihood(scaled, initial, settings.covariance_type), init,
+            warm.history if warm else None,
         )
         if _better(run.loss, best):
             best = run
@@ -140,7 +163,7 @@ def train(batches, pixels, layout, scaling, settings, random_state, device, warm
 
 def _train_run(
     network, initial, pretraining, batches, layout, scaling, settings, generator,
-    reference, init,
+    reference, init, previous,
 ):
     """Optimise the likelihood loss of one initialization."""
     loss_fn = _likelihood_loss(initial, batches, layout, scaling, settings)
@@ -163,7 +186,10 @@ def _train_run(
                 generator=generator,
                 on_iter=functools.partial(_report_iter, settings, progress),
                 reference_log_likelihood=reference,
+                previous=previous,
             )
+        if previous is not None:
+            history = previous.continued(history)
         if history.restored is not None:
             settings.say(
                 1,
@@ -212,6 +238,8 @@ def initial_mixture(scaled, settings, scaling, random_state):
             weights_init=settings.weights_init,
             means_init=means_init,
             precisions_init=precisions_init,
+            # max_iter=0 returns the initialization, as GaussianMixture does
+            max_iter=_INITIAL_EM_ITER if settings.max_iter else 0,
             random_state=random_state,
         ).fit(scaled)
 
@@ -299,17 +327,18 @@ class FittedMixture:
     log_likelihood: float
 
 
-def fitted_mixture(network, batches, n_pixels, scaling, settings, device):
-    """The fitted Gaussians: the M-step of the ``network``'s
+def fitted_mixture(run, batches, n_pixels, scaling, settings, device):
+    """The fitted Gaussians: the M-step of the ``run``'s network's
     responsibilities over all ``n_pixels`` training pixels (at most
     ``POOLED_PIXELS`` of them, evenly spaced, for large collections), so
     that the weights are the share of the pixels each component is
     responsible for and their likelihood is that of the model whose labels
-    the network gives. Warns of components that label no pixel.
+    the network gives; with ``max_iter=0``, the run's initial Gaussians.
+    Warns of components that label no pixel.
     """
     covariance_type = settings.covariance_type
     stride = -(-n_pixels // POOLED_PIXELS)
-    network = network.to(device)
+    network = run.network.to(device)
     resp, pixels = [], []
     with torch.no_grad():
         for batch in batches.ordered():
@@ -320,25 +349,19 @@ def fitted_mixture(network, batches, n_pixels, scaling, settings, device):
     network.cpu()
     resp = torch.cat(resp).double()[None]
     pixels = torch.cat(pixels).double()[None]
+    if not bool(torch.isfinite(resp).all()):
+        raise ValueError(
+            "Training diverged: the network's responsibilities are not finite. "
+            "Try a smaller learning_rate, or scale the input data."
+        )
     labelled = np.bincount(resp[0].argmax(-1).numpy(), minlength=settings.n_components)
-    reg_covar = scaling.variance(settings.reg_covar)
-    _, means, covariances = estimate_gaussian_parameters(
-        pixels, resp, reg_covar, covariance_type
-    )
-    # The softmax leaks a little responsibility onto components that
-    # cannot explain a pixel, and a flat region's Gaussian (variance near
-    # reg_covar) widens by orders of magnitude with it. One E-step with
-    # the network's responsibilities as pixel-wise prior removes the leak
-    # and leaves confident responsibilities as they are.
-    log_resp = estimate_log_gaussian_prob(
-        pixels,
-        means,
-        compute_precision_cholesky(covariances, covariance_type),
-        covariance_type,
-    ) + resp.log()
-    nk, means, covariances = estimate_gaussian_parameters(
-        pixels, log_resp.softmax(-1).nan_to_num(0.0), reg_covar, covariance_type
-    )
+    if settings.max_iter == 0:
+        # as GaussianMixture(max_iter=0): the initialization
+        nk, means, covariances = (
+            torch.as_tensor(p, dtype=torch.float64)[None] for p in run.initial
+        )
+    else:
+        nk, means, covariances = _m_step(pixels, resp, scaling, settings)
     precisions_chol = compute_precision_cholesky(covariances, covariance_type)
     precisions = precisions_from_cholesky(precisions_chol, covariance_type)
     weights = nk / nk.sum()
@@ -362,3 +385,61 @@ def fitted_mixture(network, batches, n_pixels, scaling, settings, device):
         *gaussians,
         scaling.log_density_to_input(float(log_likelihood.mean())),
     )
+
+
+def _m_step(pixels, resp, scaling, settings):
+    """The M-step of the network's responsibilities ``resp`` of ``pixels``
+    (likelihood units, with a leading axis of length 1): ``nk, means,
+    covariances``."""
+    covariance_type = settings.covariance_type
+    reg_covar = scaling.variance(settings.reg_covar)
+    _, means, covariances = estimate_gaussian_parameters(
+        pixels, resp, reg_covar, covariance_type
+    )
+    # The softmax leaks a little responsibility onto components that
+    # cannot explain a pixel, and a flat region's Gaussian (variance near
+    # reg_covar) widens by orders of magnitude with it. One E-step with
+    # the network's responsibilities as pixel-wise prior removes the leak
+    # and leaves confident responsibilities as they are.
+    log_resp = estimate_log_gaussian_prob(
+        pixels,
+        means,
+        compute_precision_cholesky(covariances, covariance_type),
+        covariance_type,
+    ) + resp.log()
+    return estimate_gaussian_parameters(
+        pixels, log_resp.softmax(-1).nan_to_num(0.0), reg_covar, covariance_type
+    )
+
+
+def fitted_attributes(run, mixture, scaling):
+    """The fitted attributes of the estimator for the best ``run`` and its
+    fitted ``mixture`` (and ``_history``, which a warm start continues)."""
+    return dict(
+        network_=run.network,
+        converged_=run.history.converged,
+        n_iter_=run.history.n_iter,
+        lower_bounds_=[
+            float(scaling.log_density_to_input(value))
+            for value in run.history.log_likelihoods
+        ],
+        loss_curve_=run.history.losses,
+        _history=run.history,
+        lower_bound_=float(mixture.log_likelihood),
+        weights_=mixture.weights,
+        means_=mixture.means,
+        covariances_=mixture.covariances,
+        precisions_cholesky_=mixture.precisions_cholesky,
+        precisions_=mixture.precisions,
+    )
+
+
+def warn_if_not_converged(history, settings):
+    """A ConvergenceWarning if training stopped on ``max_iter``."""
+    if not history.converged and settings.max_iter > 0 and not history.interrupted:
+        warnings.warn(
+            "Best performing initialization did not converge. "
+            "Try different init parameters, or increase max_iter, "
+            "tol, or check for degenerate data.",
+            ConvergenceWarning,
+        )

@@ -28,10 +28,28 @@ class History:
     interrupted: bool = False
     # the iteration whose starting state was restored by the guard, if any
     restored: int | None = None
+    # the optimizer's state at the end, which a warm start continues from
+    optimizer_state: dict | None = None
+    # iterations of the earlier trainings this one continues (warm starts)
+    start: int = 0
 
     @property
     def n_iter(self):
-        return len(self.losses)
+        """Iterations of this training (earlier ones aside)."""
+        return len(self.losses) - self.start
+
+    def continued(self, later):
+        """This history followed by that of the ``later`` training that
+        continued it."""
+        return History(
+            self.losses + later.losses,
+            self.log_likelihoods + later.log_likelihoods,
+            later.converged,
+            later.interrupted,
+            later.restored,
+            later.optimizer_state,
+            start=len(self.losses),
+        )
 
 
 # Stochastic gradient steps make the loss jitter from one iteration to the
@@ -62,6 +80,7 @@ def optimize(
     generator,
     on_iter=None,
     reference_log_likelihood=None,
+    previous=None,
 ):
     """Minimise ``loss_fn`` with AdamW, one epoch over ``batches`` per iteration.
 
@@ -69,7 +88,9 @@ def optimize(
     Stops when the epoch loss changes by less than ``tol`` per iteration
     (averaged over the last ``_STOPPING_WINDOW`` iterations), after ``max_iter``
     epochs, or on KeyboardInterrupt, which keeps the network as it is and
-    warns.
+    warns. A ``previous`` :class:`History` is that of a training this one
+    continues (a warm start): its losses count in that average, and the
+    optimizer starts from its state.
 
     With a ``reference_log_likelihood`` (that of the initial EM fit), a guard
     keeps training from ending worse than it started: the floor is
@@ -79,6 +100,11 @@ def optimize(
     last iteration that was not, and ``History.restored`` says which.
     """
     optimizer = torch.optim.AdamW(network.parameters(), lr=learning_rate)
+    previous_losses = ()
+    if previous is not None:
+        previous_losses = previous.losses
+        if previous.optimizer_state is not None:
+            optimizer.load_state_dict(previous.optimizer_state)
     history = History()
     kept, kept_iter = _state(network), 1
     floor = -math.inf
@@ -104,7 +130,7 @@ def optimize(
                 )
             if history.log_likelihoods[-1] >= floor:
                 kept, kept_iter = state, n_iter
-            change = _mean_change(history.losses)
+            change = _mean_change([*previous_losses, *history.losses])
             if on_iter is not None:
                 on_iter(n_iter, history.losses[-1], change)
             if abs(change) < tol:
@@ -119,6 +145,7 @@ def optimize(
         )
     finally:
         network.eval()
+        history.optimizer_state = optimizer.state_dict()
     # NaN compares False: a diverged likelihood is restored too
     guarded = reference_log_likelihood is not None and history.log_likelihoods
     if guarded and not history.log_likelihoods[-1] >= floor:

@@ -7,16 +7,22 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import MIXTURE_CONSTRAINTS, resolve_device
+from ._base import MIXTURE_CONSTRAINTS, inference_device, resolve_device
 from ._data import Scaling, image_batches, network_responsibilities
-from ._fitting import Run, Settings, fitted_mixture, train
-from ._gaussian import mixture_log_likelihood, n_parameters, precision_shape
+from ._fitting import (
+    Run,
+    Settings,
+    fitted_attributes,
+    fitted_mixture,
+    train,
+    warn_if_not_converged,
+)
+from ._gaussian import mixture_log_likelihood, n_parameters
 from ._layout import (
     channels_last,
     check_input,
@@ -25,7 +31,6 @@ from ._layout import (
     set_input_attributes,
     validate_input,
 )
-from ._training import History
 
 # Pixels drawn for the input's scaling and the initial EM fit.
 _INITIAL_PIXELS = 100_000
@@ -222,10 +227,13 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
     lower_bounds_ : list of float
         The training log-likelihood at each iteration: per pixel, averaged
         over the training images, under the Gaussians of the loss (per image,
-        as ``gaussians`` says).
+        as ``gaussians`` says), in the units of the input. With
+        ``warm_start``, the iterations of earlier fits come first.
 
     loss_curve_ : list of float
-        The training loss at each iteration.
+        The training loss at each iteration (per pixel, in the likelihood's
+        units: the input standardised), earlier fits first as in
+        ``lower_bounds_``.
 
     network_ : torch.nn.Module
         The trained network, on the CPU.
@@ -361,23 +369,6 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                     f"warm_start=False to fit a new model."
                 )
 
-    def _check_initial_parameters(self, n_features):
-        for name, value, shape in [
-            ("weights_init", self.weights_init, (self.n_components,)),
-            ("means_init", self.means_init, (self.n_components, n_features)),
-            (
-                "precisions_init",
-                self.precisions_init,
-                precision_shape(self.covariance_type, self.n_components, n_features),
-            ),
-        ]:
-            if value is not None and np.shape(value) != shape:
-                raise ValueError(
-                    f"{name} should have the shape {shape} "
-                    f"(n_components={self.n_components}, n_features={n_features}, "
-                    f"covariance_type={self.covariance_type!r}); got {np.shape(value)}."
-                )
-
     def _batches(self, X, mask, layout, scaling, device):
         return image_batches(
             X,
@@ -441,7 +432,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                 f"{n_pixels} (pixels inside the mask)."
             )
         n_features = attributes.get("n_features_in_", getattr(self, "n_features_in_", 0))
-        self._check_initial_parameters(n_features)
+        settings = Settings.from_params(self.get_params())
+        settings.check_initial_parameters(n_features)
 
         device = resolve_device(self.device)
         random_state = check_random_state(self.random_state)
@@ -449,66 +441,37 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         pixels = sample_pixels(X, mask, layout, _INITIAL_PIXELS, random_state)
         if warm:
             scaling = self._scaling
-            warm = Run(np.nan, np.nan, self.network_, History(), self._initial_gaussians)
+            # training goes on as if it had not stopped (see History)
+            warm = Run(
+                np.nan, np.nan, self.network_, self._history, self._initial_gaussians
+            )
         else:
             scaling = Scaling.from_pixels(pixels.astype(np.float64), self.reg_covar)
         batches = self._batches(X, mask, layout, scaling, device)
-        settings = Settings.from_params(self.get_params())
         run = train(batches, pixels, layout, scaling, settings, random_state, device, warm)
-        mixture = fitted_mixture(run.network, batches, n_pixels, scaling, settings, device)
+        mixture = fitted_mixture(run, batches, n_pixels, scaling, settings, device)
 
         # The fitted model changes in this one step: a fit that fails or is
         # interrupted before it leaves the previous one exactly as it was.
+        fitted = fitted_attributes(run, mixture, scaling)
         set_input_attributes(self, attributes)
         vars(self).update(
+            fitted,
             _scaling=scaling,
             _initial_gaussians=run.initial,
             _fitted_covariance_type=self.covariance_type,
             device_=device,
-            network_=run.network,
-            converged_=run.history.converged,
-            n_iter_=run.history.n_iter,
-            lower_bounds_=[
-                float(scaling.log_density_to_input(value))
-                for value in run.history.log_likelihoods
-            ],
-            loss_curve_=run.history.losses,
-            lower_bound_=float(mixture.log_likelihood),
-            weights_=mixture.weights,
-            means_=mixture.means,
-            covariances_=mixture.covariances,
-            precisions_cholesky_=mixture.precisions_cholesky,
-            precisions_=mixture.precisions,
         )
-        if not self.converged_ and self.max_iter > 0 and not run.history.interrupted:
-            warnings.warn(
-                "Best performing initialization did not converge. "
-                "Try different init parameters, or increase max_iter, "
-                "tol, or check for degenerate data.",
-                ConvergenceWarning,
-            )
+        warn_if_not_converged(run.history, settings)
         return self
 
     # -- inference -----------------------------------------------------------
-
-    def _inference_device(self):
-        """The device for inference: the requested one, or the CPU if it is
-        missing here (a model trained on a GPU used on a machine without)."""
-        try:
-            device = resolve_device(self.device)
-        except ValueError:
-            warnings.warn(
-                f"Device {self.device!r} is not available here; using the CPU.",
-                UserWarning,
-            )
-            device = torch.device("cpu")
-        return device
 
     def _responsibilities(self, X, mask):
         """Validated X, mask and the network's responsibilities."""
         check_is_fitted(self)
         X, mask, layout = validate_input(self, X, mask, reset=False)
-        device = self._inference_device()
+        device = inference_device(self.device)
         batches = self._batches(X, mask, layout, self._scaling, device)
         network = self.network_
         if device.type != "cpu":

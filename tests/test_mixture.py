@@ -213,8 +213,10 @@ def test_warm_start_continues_training(images):
         first_curve = model.loss_curve_
         model.fit(X)
     assert model.network_ is not network
-    # continuing, not restarting: the second run starts where the first ended
-    assert model.loss_curve_[0] < first_curve[0]
+    # continuing, not restarting: the curve goes on where the first ended
+    assert model.loss_curve_[:2] == first_curve
+    assert len(model.loss_curve_) == 4 and model.n_iter_ == 2
+    assert model.loss_curve_[2] < first_curve[0]
 
 
 def test_n_init_keeps_the_best_run(images):

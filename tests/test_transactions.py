@@ -1,0 +1,198 @@
+"""Fit as a transaction: a refit that fails or is interrupted at any stage
+leaves the previous model exactly as it was; a failed first fit leaves an
+unfitted estimator."""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_array_equal
+from sklearn.exceptions import NotFittedError
+from sklearn.mixture import GaussianMixture
+
+import skdgmm._fitting
+from skdgmm import DeepGaussianMixture
+from skdgmm._fitting import Run, _better
+from skdgmm._training import History
+
+from .conftest import FAST
+
+
+def _snapshot(model):
+    """Everything the fitted model holds (its parameters aside), in
+    comparable form: the network as its weights, the rest pickled."""
+    state = {k: v for k, v in vars(model).items() if k not in model.get_params()}
+    network = state.pop("network_", None)
+    weights = {} if network is None else network.state_dict()
+    return pickle.dumps(state), {k: v.clone() for k, v in weights.items()}
+
+
+def _same(a, b):
+    return a[0] == b[0] and a[1].keys() == b[1].keys() and all(
+        torch.equal(a[1][k], b[1][k]) for k in a[1]
+    )
+
+
+def _raise(error):
+    def fail(*args, **kwargs):
+        raise error
+
+    return fail
+
+
+# (where, what): the stages of a fit, each made to fail
+_STAGES = [
+    ("sklearn.mixture.GaussianMixture.fit", RuntimeError("initial EM")),
+    ("torch.optim.AdamW.step", RuntimeError("training")),
+    ("torch.optim.AdamW.step", MemoryError()),
+    ("skdgmm._fitting.evaluate", KeyboardInterrupt()),
+    ("skdgmm._fitting._m_step", KeyboardInterrupt()),
+    ("skdgmm._fitting._m_step", MemoryError()),
+    ("skdgmm.mixture.fitted_attributes", RuntimeError("assignment")),
+]
+
+
+@pytest.mark.parametrize("where, error", _STAGES)
+def test_a_failed_refit_leaves_the_previous_model_as_it_was(
+    images, monkeypatch, where, error
+):
+    X, _ = images
+    model = DeepGaussianMixture(3, **FAST).fit(X)
+    before, proba = _snapshot(model), model.predict_proba(X)
+    monkeypatch.setattr(where, _raise(error))
+    with pytest.raises(type(error)):
+        # other data and settings, so that a partial refit would show
+        model.set_params(n_components=2, random_state=1).fit(X[:2] * 10)
+    monkeypatch.undo()
+    assert _same(_snapshot(model), before)
+    assert_array_equal(model.predict_proba(X), proba)
+
+
+@pytest.mark.parametrize("where, error", _STAGES)
+def test_a_failed_first_fit_leaves_an_unfitted_estimator(
+    images, monkeypatch, where, error
+):
+    X, _ = images
+    model = DeepGaussianMixture(3, **FAST)
+    monkeypatch.setattr(where, _raise(error))
+    with pytest.raises(type(error)):
+        model.fit(X)
+    monkeypatch.undo()
+    assert not [name for name in vars(model) if name.endswith("_")]
+    for method in (model.predict, model.predict_proba, model.score):
+        with pytest.raises(NotFittedError):
+            method(X)
+
+
+def test_a_refit_on_bad_input_leaves_the_previous_model(images):
+    X, _ = images
+    model = DeepGaussianMixture(3, **FAST).fit(X)
+    before = _snapshot(model)
+    with pytest.raises(ValueError):
+        model.fit(np.full_like(X, np.nan))
+    with pytest.raises(ValueError):
+        model.fit(X[..., None].repeat(2, -1), mask=np.ones(X.shape[1:], bool))
+    assert _same(_snapshot(model), before)
+
+
+def test_a_tabular_refit_on_images_drops_the_feature_names(rng):
+    pd = pytest.importorskip("pandas")
+    table = pd.DataFrame(rng.standard_normal((40, 1)), columns=["intensity"])
+    model = DeepGaussianMixture(2, **FAST).fit(table)
+    assert list(model.feature_names_in_) == ["intensity"]
+    model.fit(rng.standard_normal((2, 8, 8)))
+    assert not hasattr(model, "feature_names_in_")
+
+
+def test_a_diverged_run_never_beats_a_finite_one():
+    def run(loss):
+        return Run(loss, loss, None, History(), None)
+
+    assert _better(math.nan, None)
+    assert _better(1.0, run(math.nan))
+    assert not _better(math.nan, run(1.0))
+    assert _better(0.5, run(1.0)) and not _better(2.0, run(1.0))
+
+
+def test_n_init_keeps_the_finite_run_when_one_diverges(images, monkeypatch):
+    X, _ = images
+    evaluate, calls = skdgmm._fitting.evaluate, []
+
+    def first_diverges(*args):
+        calls.append(1)
+        loss, log_likelihood = evaluate(*args)
+        return (math.nan, math.nan) if len(calls) == 1 else (loss, log_likelihood)
+
+    monkeypatch.setattr(skdgmm._fitting, "evaluate", first_diverges)
+    kept = []
+    better = skdgmm._fitting._better
+    monkeypatch.setattr(
+        skdgmm._fitting,
+        "_better",
+        lambda loss, best: kept.append(better(loss, best)) or kept[-1],
+    )
+    DeepGaussianMixture(3, n_init=2, **FAST).fit(X)
+    assert kept == [True, True]
+
+
+def test_diverged_fixed_gaussians_raise_a_clear_error(images, monkeypatch):
+    X, _ = images
+
+    def diverged(network, batches, n_components):
+        raise AssertionError("not reached")
+
+    real_step = torch.optim.AdamW.step
+
+    def poisoning_step(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        with torch.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.fill_(math.nan)
+        return out
+
+    model = DeepGaussianMixture(3, gaussians="fixed", **FAST).fit(X)
+    before = _snapshot(model)
+    monkeypatch.setattr(torch.optim.AdamW, "step", poisoning_step)
+    with pytest.raises(ValueError, match="diverged"):
+        model.fit(X)
+    assert _same(_snapshot(model), before)
+
+
+def test_warm_start_with_another_covariance_type_is_refused(images):
+    X, _ = images
+    model = DeepGaussianMixture(3, warm_start=True, **FAST).fit(X)
+    with pytest.raises(ValueError, match="covariance_type is 'full'.*now 'diag'"):
+        model.set_params(covariance_type="diag").fit(X)
+    with pytest.raises(ValueError, match="n_components is 3.*now 2"):
+        model.set_params(covariance_type="full", n_components=2).fit(X)
+
+
+@pytest.mark.parametrize("max_iter", [1, 2])
+def test_warm_start_converges_over_several_fits(rng, max_iter):
+    X = np.r_[rng.standard_normal((80, 2)), rng.standard_normal((80, 2)) + 5]
+    model = DeepGaussianMixture(
+        2, warm_start=True, max_iter=max_iter, random_state=0, device="cpu"
+    )
+    for _ in range(300):
+        model.fit(X)
+        if model.converged_:
+            break
+    assert model.converged_
+    assert model.n_iter_ <= max_iter
+
+
+def test_max_iter_zero_returns_the_initialization(rng):
+    X = np.r_[rng.standard_normal((80, 2)), rng.standard_normal((80, 2)) + 5] * 5
+    means_init = [[20.0, 30.0], [30.0, 25.0]]
+    model = DeepGaussianMixture(
+        2, means_init=means_init, max_iter=0, random_state=0, device="cpu"
+    ).fit(X)
+    reference = GaussianMixture(
+        2, means_init=means_init, max_iter=0, random_state=0
+    ).fit(X)
+    np.testing.assert_allclose(model.means_, means_init)
+    np.testing.assert_allclose(model.weights_, reference.weights_, rtol=1e-6)
+    np.testing.assert_allclose(model.covariances_, reference.covariances_, rtol=1e-6)
