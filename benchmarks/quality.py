@@ -25,12 +25,26 @@ deepG on the collection
 Usage::
 
     python benchmarks/quality.py [--quick] [--datasets myops emidec ...]
-                                 [--methods ...] [--prior] [--params JSON]
+                                 [--methods ...] [--prior] [--collection]
+                                 [--params JSON]
                                  [--output benchmarks/results/quality]
 
 ``--prior`` adds the paper's setting on MyoPS: ``means_init`` from three
 labelled slices (one per patient), Dice without label matching, per slice
 and with one model fitted on all the slices (the paper's multi-image setting).
+``--collection`` runs the collection protocol (a study, DESIGN §5) instead of
+the per-image table, on every data set: one DeepGaussianMixture fitted on all
+the slices of the set, which it labels, beside per-slice GaussianMixture
+(plain and smoothed) on the same pixels, each method timed in its own block.
+Three metrics: with ``means_init`` from at most 3 labelled slices (the first
+slice of each of the first patients; fewer when the set has no more than 3
+patients) given to every method, Dice on the other slices without matching;
+without a prior, Dice after one label-to-class matching for the whole
+collection (per-slice EM's components ordered by the mean intensity of their
+pixels first: channel LGE on MyoPS, the first channel elsewhere); and
+per-slice matched Dice. Times, ``n_iter_`` and convergence are given for the
+runs with and without the prior. Written to ``<output>_collection.md/.json``.
+
 ``--params`` overrides settings of every DeepGaussianMixture, for studies
 (also those a method sets itself); the JSON rows record the overrides.
 
@@ -41,6 +55,7 @@ import argparse
 import json
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import datasets
@@ -88,13 +103,18 @@ def per_slice(make_labels):
     return run
 
 
-def gmm(benchmark, X, mask):
-    model = PixelwiseMixture(GaussianMixture(benchmark.n_components, random_state=0))
-    return model.fit_predict(X, mask=mask)
+def _gmm(benchmark, **params):
+    return PixelwiseMixture(
+        GaussianMixture(benchmark.n_components, random_state=0, **params)
+    )
 
 
-def gmm_smoothed(benchmark, X, mask):
-    model = PixelwiseMixture(GaussianMixture(benchmark.n_components, random_state=0))
+def gmm(benchmark, X, mask, **params):
+    return _gmm(benchmark, **params).fit_predict(X, mask=mask)
+
+
+def gmm_smoothed(benchmark, X, mask, **params):
+    model = _gmm(benchmark, **params)
     proba = model.fit(X, mask=mask).predict_proba(X, mask=mask)
     proba = ndimage.gaussian_filter(proba, sigma=(0, 2, 2, 0))
     return np.where(mask, proba.argmax(-1), -1)
@@ -145,14 +165,17 @@ def amortized(spatially_variant):
     return run
 
 
+def fit_collection(benchmark, **params):
+    """One network fitted on all the slices at once: (their labels, model)."""
+    model = _deep(n_components=benchmark.n_components, **params)
+    return model.fit_predict(benchmark.images, mask=benchmark.masks), model
+
+
 def collection(spatially_variant):
     """One network fitted on all the slices at once, which it labels."""
 
     def run(benchmark):
-        model = _deep(
-            n_components=benchmark.n_components, spatially_variant=spatially_variant
-        )
-        return model.fit_predict(benchmark.images, mask=benchmark.masks)
+        return fit_collection(benchmark, spatially_variant=spatially_variant)[0]
 
     return run
 
@@ -170,6 +193,15 @@ METHODS = {
 }
 
 
+def timed(run, benchmark):
+    """What ``run(benchmark)`` returns and the seconds it took."""
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        result = run(benchmark)
+    return result, time.perf_counter() - start
+
+
 def evaluate(benchmark, methods):
     rows = []
     for name in methods:
@@ -177,11 +209,8 @@ def evaluate(benchmark, methods):
             continue  # thresholds need a single channel
         if "amortized" in name and len(np.unique(benchmark.groups)) < 2:
             continue
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            labels = METHODS[name](benchmark)
-        seconds = (time.perf_counter() - start) / len(benchmark.images)
+        labels, seconds = timed(METHODS[name], benchmark)
+        seconds /= len(benchmark.images)
         dice = [slice_dice(benchmark, i, labels[i]) for i in range(len(labels))]
         rows.append(_result(benchmark.name, name, benchmark.scored, dice, seconds))
     return rows
@@ -194,6 +223,19 @@ def class_means(benchmark, index):
     return np.array(
         [images[inside & (labels == c)].mean(0) for c in benchmark.classes]
     ).reshape(benchmark.n_components, -1)
+
+
+def labelled_slices(benchmark, n_labelled):
+    """The first slice of each of the first ``n_labelled`` patients."""
+    first = [
+        np.flatnonzero(benchmark.groups == g)[0] for g in np.unique(benchmark.groups)
+    ]
+    return first[:n_labelled]
+
+
+def rest_of(benchmark, labelled):
+    """The slices that are not ``labelled``."""
+    return benchmark.subset(np.setdiff1d(np.arange(len(benchmark.images)), labelled))
 
 
 PRIOR_METHODS = {
@@ -240,12 +282,9 @@ def evaluate_with_prior(benchmark, n_labelled=3):
     methods) by one model fitted on all of them, and scored without
     matching (component k is class k).
     """
-    first = [
-        np.flatnonzero(benchmark.groups == g)[0] for g in np.unique(benchmark.groups)
-    ]
-    labelled = first[:n_labelled]
+    labelled = labelled_slices(benchmark, n_labelled)
     means = class_means(benchmark, labelled)
-    rest = benchmark.subset(np.setdiff1d(np.arange(len(benchmark.images)), labelled))
+    rest = rest_of(benchmark, labelled)
     runs = {
         name: per_slice(
             lambda b, X, mask, make=make: make(b.n_components, means).fit_predict(
@@ -264,11 +303,8 @@ def evaluate_with_prior(benchmark, n_labelled=3):
     )
     rows = []
     for name, run in runs.items():
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            labels = run(rest)
-        seconds = (time.perf_counter() - start) / len(rest.images)
+        labels, seconds = timed(run, rest)
+        seconds /= len(rest.images)
         dice = [
             slice_dice(rest, i, labels[i], matched=False) for i in range(len(labels))
         ]
@@ -277,14 +313,21 @@ def evaluate_with_prior(benchmark, n_labelled=3):
     return rows
 
 
+def _summary(scored, dice):
+    """Dice per scored class and their mean, from per-slice Dice."""
+    per_class = np.mean(dice, axis=0)
+    return dict(
+        dice={str(c): float(d) for c, d in zip(scored, per_class)},
+        mean_dice=float(per_class.mean()),
+    )
+
+
 def _result(dataset, method, scored, dice, seconds):
     """One row of results from per-slice Dice (slices x scored classes)."""
-    per_class = np.mean(dice, axis=0)
     row = dict(
         dataset=dataset,
         method=method,
-        dice={str(c): float(d) for c, d in zip(scored, per_class)},
-        mean_dice=float(per_class.mean()),
+        **_summary(scored, dice),
         seconds_per_image=seconds,
         n_images=len(dice),
         overrides=dict(OVERRIDES),
@@ -306,6 +349,160 @@ HEADER = (
 )
 
 
+# The collection protocol (--collection, DESIGN §5): a study, one fit for all
+# its slices. Each method maps (slices, means_init or None) to (labels, the
+# model fitted on the whole collection, or None for per-slice fits).
+
+
+def per_slice_em(make_labels):
+    """EM on each slice on its own, with ``means_init`` when given."""
+
+    def run(benchmark, means):
+        return per_slice(partial(make_labels, means_init=means))(benchmark), None
+
+    return run
+
+
+def deep_collection(benchmark, means):
+    return fit_collection(benchmark, spatially_variant=False, means_init=means)
+
+
+COLLECTION_METHODS = {
+    "GaussianMixture per slice": per_slice_em(gmm),
+    "GaussianMixture+smooth per slice": per_slice_em(gmm_smoothed),
+    "deepG on the collection": deep_collection,
+}
+
+# Channel whose mean intensity orders per-slice components (others: channel 0)
+ORDER_CHANNEL = {"MyoPS": 1}  # LGE
+
+
+def by_intensity(benchmark, labels):
+    """Each slice's components renumbered by their pixels' mean intensity.
+
+    Component 0 is the darkest on every slice (in channel
+    ``ORDER_CHANNEL``), so that per-slice fits can be compared across
+    slices; a component without pixels comes last.
+    """
+    channel = ORDER_CHANNEL.get(benchmark.name, 0)
+    K = benchmark.n_components
+    ordered = np.full(labels.shape, -1)
+    for image, mask, components, out in zip(
+        benchmark.images, benchmark.masks, labels, ordered
+    ):
+        values = (image[..., channel] if benchmark.images.ndim == 4 else image)[mask]
+        counts = np.bincount(components[mask], minlength=K)
+        sums = np.bincount(components[mask], weights=values, minlength=K)
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)
+        rank = np.argsort(np.argsort(means, kind="stable"))
+        out[mask] = rank[components[mask]]
+    return ordered
+
+
+def matched_once(benchmark, labels):
+    """Components renamed by one matching for the whole collection.
+
+    The Hungarian matching on Dice is computed once, on the masked pixels of
+    all the slices together; component k of the result is class k.
+    """
+    masks, classes = benchmark.masks, np.asarray(benchmark.classes)
+    matched = match_labels(
+        benchmark.labels[masks], labels[masks], classes, range(benchmark.n_components)
+    )
+    renamed = np.full(labels.shape, -1)
+    renamed[masks] = np.argmax(matched[:, None] == classes, axis=1)
+    return renamed
+
+
+def collection_dice(benchmark, labels, matched):
+    """Dice per class and mean over the slices (each matched or not)."""
+    dice = [
+        slice_dice(benchmark, i, labels[i], matched=matched) for i in range(len(labels))
+    ]
+    return _summary(benchmark.scored, dice)
+
+
+def _fit(benchmark, model, seconds):
+    """Time of one run of a method and, for a collection fit, its training."""
+    fit = dict(seconds=seconds, seconds_per_image=seconds / len(benchmark.images))
+    if model is not None:
+        fit.update(n_iter=int(model.n_iter_), converged=bool(model.converged_))
+    return fit
+
+
+def evaluate_collection(benchmark, n_labelled=3):
+    """The collection protocol: every method with and without a prior.
+
+    With ``means_init`` from at most ``n_labelled`` labelled slices (one per
+    patient, leaving at least one patient), the other slices are scored
+    without matching. Without a prior, all the slices are scored after one
+    label-to-class matching for the whole collection (per-slice fits ordered
+    by intensity first) and after matching each slice.
+    """
+    n_labelled = min(n_labelled, len(np.unique(benchmark.groups)) - 1)
+    labelled = labelled_slices(benchmark, n_labelled)
+    rest = rest_of(benchmark, labelled)
+    means = class_means(benchmark, labelled) if labelled else None
+    rows = []
+    for name, run in COLLECTION_METHODS.items():
+        row = dict(dataset=benchmark.name, method=name, n_images=len(benchmark.images))
+        if labelled:
+            (labels, model), seconds = timed(partial(run, means=means), rest)
+            row["with_prior"] = dict(
+                n_labelled=len(labelled),
+                n_images=len(rest.images),
+                **collection_dice(rest, labels, matched=False),
+                **_fit(rest, model, seconds),
+            )
+        (labels, model), seconds = timed(partial(run, means=None), benchmark)
+        row["per_slice_matched"] = collection_dice(benchmark, labels, matched=True)
+        if model is None:
+            labels = by_intensity(benchmark, labels)
+        once = matched_once(benchmark, labels)
+        row["one_matching"] = collection_dice(benchmark, once, matched=False)
+        row.update(without_prior=_fit(benchmark, model, seconds))
+        row.update(overrides=dict(OVERRIDES))
+        print(_collection_row(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def _dice_cell(summary):
+    """Mean Dice, and the Dice per class when several are scored."""
+    if summary is None:
+        return "—"
+    cell = f"{summary['mean_dice']:.3f}"
+    if len(summary["dice"]) > 1:
+        cell += " (" + " / ".join(f"{d:.3f}" for d in summary["dice"].values()) + ")"
+    return cell
+
+
+def _collection_row(row):
+    prior = row.get("with_prior")
+    fits = [fit for fit in (prior, row["without_prior"]) if fit is not None]
+    seconds = " / ".join(f"{fit['seconds']:.1f}" for fit in fits)
+    per_image = " / ".join(f"{fit['seconds_per_image']:.2f}" for fit in fits)
+    n_iter = " / ".join(
+        f"{fit['n_iter']}{'' if fit['converged'] else ' (not converged)'}"
+        for fit in fits
+        if "n_iter" in fit
+    )
+    labelled = f", prior from {prior['n_labelled']} slices" if prior else ""
+    return (
+        f"| {row['dataset']} ({row['n_images']} slices{labelled}) | {row['method']} | "
+        f"{_dice_cell(prior)} | {_dice_cell(row['one_matching'])} | "
+        f"{_dice_cell(row['per_slice_matched'])} | {seconds} | {per_image} | "
+        f"{n_iter or '—'} |"
+    )
+
+
+COLLECTION_HEADER = (
+    "| data | method | Dice with prior, no matching | Dice, one matching | "
+    "Dice, matched per slice | total s (prior / none) | s / image (prior / none) | "
+    "n_iter_ (prior / none) |\n|---|---|---|---|---|---|---|---|"
+)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="every 4th slice")
@@ -313,6 +510,12 @@ def main():
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument(
         "--prior", action="store_true", help="also the means_init protocol on MyoPS"
+    )
+    parser.add_argument(
+        "--collection",
+        action="store_true",
+        help="the collection protocol (one fit for all slices) instead of the "
+        "per-image table",
     )
     parser.add_argument(
         "--params",
@@ -329,20 +532,28 @@ def main():
     if not datasets.available():
         print(f"skipped: the benchmark data is not in {datasets.DATA}")
         return
-    print(HEADER)
+    header, format_row = (
+        (COLLECTION_HEADER, _collection_row) if args.collection else (HEADER, _row)
+    )
+    print(header)
     rows = []
     for key in args.datasets:
         benchmark = datasets.LOADERS[key]()
         if args.quick:
             benchmark = benchmark.subset(slice(None, None, 4))
+        if args.collection:
+            rows += evaluate_collection(benchmark)
+            continue
         rows += evaluate(benchmark, args.methods)
         if args.prior and key == "myops":
             rows += evaluate_with_prior(benchmark)
     output = Path(args.output)
+    if args.collection:
+        output = output.with_name(output.name + "_collection")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(rows, indent=2))
     output.with_suffix(".md").write_text(
-        "\n".join([HEADER] + [_row(r) for r in rows]) + "\n"
+        "\n".join([header] + [format_row(r) for r in rows]) + "\n"
     )
 
 
