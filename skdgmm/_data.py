@@ -12,13 +12,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ._gaussian import mixture_log_likelihood
 from ._layout import (
     TILE_PIXELS,
     channels_first,
     mask_box,
     mask_channels_first,
     patch_edge,
+    per_image,
     random_window,
+    sample_pixels,
 )
 
 
@@ -75,6 +78,99 @@ class Scaling:
     def log_density_to_input(self, log_density):
         """Log-densities of ``len(center)``-dimensional pixels."""
         return log_density - len(self.center) * np.log(self.scale)
+
+
+# Percentiles that delimit an image's intensities for rescale_intensity:
+# robust to a few outlying pixels.
+INTENSITY_PERCENTILES = (0.5, 99.5)
+
+
+def intensity_ranges(X, mask):
+    """Per-image, per-channel ``INTENSITY_PERCENTILES`` of the pixels inside
+    the mask, of a channels-first stack ``(N, C, *S)``: shape ``(N, 2, C)``,
+    NaN for an image without pixels in the mask. One image at a time, so
+    that a memory-mapped stack is never loaded whole."""
+    ranges = np.full((len(X), 2, X.shape[1]), np.nan)
+    for i in range(len(X)):
+        pixels = np.asarray(X[i]).reshape(X.shape[1], -1)
+        if mask is not None:
+            pixels = pixels[:, np.asarray(mask[i]).ravel()]
+        if pixels.shape[1]:
+            ranges[i] = np.percentile(pixels, INTENSITY_PERCENTILES, axis=1)
+    return ranges
+
+
+@dataclass
+class IntensityRescaling:
+    """Maps that give every image the intensity range of the collection.
+
+    ``low`` and ``high`` (per channel) are the median over the training
+    images of their ``INTENSITY_PERCENTILES`` inside the mask: the range of
+    a typical image. Each image ``i`` is mapped by ``x -> slope_i * x +
+    offset_i`` so that its own percentiles land on them: images of one study
+    that differ in brightness and contrast (coil sensitivity, windowing,
+    staining) then share one set of Gaussians, in the units of a typical
+    image; a new image is mapped by its own percentiles.
+    """
+
+    low: np.ndarray
+    high: np.ndarray
+
+    @classmethod
+    def of_collection(cls, ranges):
+        """The rescaling of a collection of :func:`intensity_ranges`."""
+        if np.isnan(ranges).all():
+            channels = ranges.shape[-1]
+            return cls(np.zeros(channels), np.ones(channels))
+        low, high = np.nanmedian(ranges, axis=0)
+        return cls(low, high)
+
+    def maps(self, ranges):
+        """Slopes and offsets ``(N, C)`` of images of :func:`intensity_ranges`
+        (an image without pixels, or flat, is only shifted)."""
+        low, high = ranges[:, 0], ranges[:, 1]
+        width, reference = high - low, self.high - self.low
+        with np.errstate(invalid="ignore", divide="ignore"):
+            slope = np.where((width > 0) & (reference > 0), reference / width, 1.0)
+        offset = np.nan_to_num(self.low - slope * low)
+        return slope, offset
+
+
+def image_ranges(X, mask, layout):
+    """:func:`intensity_ranges` of a validated user stack and mask."""
+    return intensity_ranges(
+        channels_first(X, layout),
+        None if mask is None else mask_channels_first(mask, layout),
+    )
+
+
+def collection_rescaling(X, mask, layout, enabled):
+    """The :class:`IntensityRescaling` of a training stack, or None when not
+    ``enabled`` or for tabular data."""
+    if not enabled or layout.tabular:
+        return None
+    return IntensityRescaling.of_collection(image_ranges(X, mask, layout))
+
+
+def intensity_maps(rescaling, X, mask, layout):
+    """Per-image slopes and offsets of ``rescaling`` for a stack, or None."""
+    if rescaling is None:
+        return None
+    return rescaling.maps(image_ranges(X, mask, layout))
+
+
+def training_sample(X, mask, layout, n_samples, random_state, rescaling=None):
+    """At most ``n_samples`` pixels inside the mask (see
+    :func:`~skdgmm._layout.sample_pixels`), each mapped as its image by
+    ``rescaling`` (slopes and offsets of :meth:`IntensityRescaling.maps`)
+    if given."""
+    pixels, images = sample_pixels(
+        X, mask, layout, n_samples, random_state, return_images=True
+    )
+    if rescaling is None:
+        return pixels
+    slope, offset = rescaling
+    return pixels * slope[images] + offset[images]
 
 
 @dataclass
@@ -137,6 +233,7 @@ class ImageBatches:
         dtype,
         patch_pixels=None,
         margin=8,
+        rescaling=None,
     ):
         self.X, self.mask = X, mask
         self.batch_size, self.device, self.dtype = batch_size, device, dtype
@@ -145,6 +242,12 @@ class ImageBatches:
         # whether training has cut patches (see _patch)
         self.patched = False
         shape = (1, -1) + (1,) * (X.ndim - 2)
+        # per-image (slope, offset), shaped (N, C, 1, ...), or None
+        self._rescaling = None
+        if rescaling is not None:
+            self._rescaling = tuple(
+                np.reshape(a, (len(X), -1) + shape[2:]) for a in rescaling
+            )
         # centred before the conversion to the batches' dtype: float32 would
         # round away the differences between large values
         self._center = np.reshape(scaling.center, shape)
@@ -160,6 +263,9 @@ class ImageBatches:
 
     def _make(self, index):
         X = self.X[index]
+        if self._rescaling is not None:
+            slope, offset = self._rescaling
+            X = X * slope[index] + offset[index]
         if self.mask is None:
             region = ()
             x = self.tensor(X - self._center)
@@ -228,8 +334,12 @@ class ImageBatches:
         )
 
 
-def image_batches(X, mask, layout, scaling, *, batch_size, device, patch_pixels):
-    """:class:`ImageBatches` of a validated user array and mask."""
+def image_batches(
+    X, mask, layout, scaling, *, batch_size, device, patch_pixels, rescaling=None
+):
+    """:class:`ImageBatches` of a validated user array and mask, each image
+    mapped by ``rescaling`` (slopes and offsets of
+    :meth:`IntensityRescaling.maps`) if given."""
     # tabular problems are small and exactly GaussianMixture's: float64,
     # where the device has it
     double = layout.tabular and device.type != "mps"
@@ -241,6 +351,7 @@ def image_batches(X, mask, layout, scaling, *, batch_size, device, patch_pixels)
         device=device,
         dtype=torch.float64 if double else torch.float32,
         patch_pixels=patch_pixels,
+        rescaling=rescaling,
     )
 
 
@@ -258,3 +369,45 @@ def network_responsibilities(network, batches, n_components):
                 network(batch.x_net).softmax(1).cpu().numpy()
             )
     return resp
+
+
+def pixel_log_likelihood(X, layout, log_weights, gaussians, rescaling=None):
+    """Log-likelihood of every pixel of a validated user array under a
+    Gaussian mixture, in the input's units: an array of the pixel shape.
+
+    ``log_weights`` are ``(K,)``, or per pixel ``pixel_shape + (K,)``;
+    ``gaussians`` are ``(means, precisions_cholesky, covariance_type)`` as
+    numpy arrays. With ``rescaling`` (slopes and offsets of
+    :meth:`IntensityRescaling.maps`) the pixels are mapped as their images
+    and the change of variables is counted. Computed a few images (or
+    ``TILE_PIXELS`` samples) at a time, so that memory stays bounded.
+    """
+    means, precisions_chol, covariance_type = gaussians
+    shape = layout.pixel_shape(X.shape)
+    step = max(1, TILE_PIXELS // math.prod(shape[1:]))
+    scores = np.empty(shape)
+    for start in range(0, shape[0], step):
+        part = slice(start, start + step)
+        x, log_jacobian = X[part], 0.0
+        if rescaling is not None:
+            slope, offset = (per_image(a[part], layout) for a in rescaling)
+            x = x * slope + offset
+            log_jacobian = np.log(slope)
+            if layout.channel_axis:
+                log_jacobian = log_jacobian.sum(-1)
+        # a writable copy of read-only input: torch warns on sharing it
+        pixels = torch.as_tensor(np.require(x, np.float64, ["C", "W"]))
+        weights = log_weights if np.ndim(log_weights) == 1 else log_weights[part]
+        scores[part] = (
+            mixture_log_likelihood(
+                pixels.reshape(1, -1, means.shape[1]),
+                torch.as_tensor(weights).reshape(-1, len(means)),
+                torch.as_tensor(means)[None],
+                torch.as_tensor(precisions_chol)[None],
+                covariance_type,
+            )[0]
+            .numpy()
+            .reshape(scores[part].shape)
+            + log_jacobian
+        )
+    return scores

@@ -68,9 +68,15 @@ class Settings:
         """Settings from an estimator's ``get_params()``."""
         return cls(**{f.name: params[f.name] for f in fields(cls)})
 
-    def check_initial_parameters(self, n_features):
-        """A ValueError if a ``*_init`` parameter is not shaped for
-        ``n_features`` features."""
+    def check_sizes(self, n_pixels, n_features):
+        """A ValueError if there are fewer pixels than components, or a
+        ``*_init`` parameter is not shaped for ``n_features`` features."""
+        if n_pixels < max(2, self.n_components):
+            raise ValueError(
+                f"Expected n_samples >= n_components and at least 2 samples but "
+                f"got n_components = {self.n_components}, n_samples = "
+                f"{n_pixels} (pixels inside the mask)."
+            )
         for name, value, shape in [
             ("weights_init", self.weights_init, (self.n_components,)),
             ("means_init", self.means_init, (self.n_components, n_features)),
@@ -412,10 +418,14 @@ def _m_step(pixels, resp, scaling, settings):
     )
 
 
-def fitted_attributes(run, mixture, scaling):
+def fitted_attributes(run, mixture, scaling, rescaling):
     """The fitted attributes of the estimator for the best ``run`` and its
-    fitted ``mixture`` (and ``_history``, which a warm start continues)."""
+    fitted ``mixture``, and the private ones that inference and warm starts
+    read (the input's units, the initial Gaussians, the history)."""
     return dict(
+        _scaling=scaling,
+        _intensity_rescaling=rescaling,
+        _initial_gaussians=run.initial,
         network_=run.network,
         converged_=run.history.converged,
         n_iter_=run.history.n_iter,

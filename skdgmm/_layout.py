@@ -253,22 +253,36 @@ def count_pixels(X_shape, mask, layout):
     return math.prod(layout.pixel_shape(X_shape))
 
 
-def sample_pixels(X, mask, layout, n_samples, random_state):
+def sample_pixels(X, mask, layout, n_samples, random_state, *, return_images=False):
     """At most ``n_samples`` pixels inside the mask, as ``(P, C)``.
 
     All of them when there are fewer, in the order of :func:`masked_pixels`;
     otherwise a random subset, read pixel by pixel so that a memory-mapped
-    stack is never loaded whole.
+    stack is never loaded whole. With ``return_images``, also the image of
+    each pixel (images only).
     """
     shape = layout.pixel_shape(X.shape)
     total = count_pixels(X.shape, mask, layout)
     if total <= n_samples:
-        return masked_pixels(X, mask, layout)
-    chosen = np.sort(random_state.choice(total, n_samples, replace=False))
-    if mask is not None:
-        chosen = np.flatnonzero(mask)[chosen]
-    index = np.unravel_index(chosen, shape)
-    return np.asarray(X[index]).reshape(n_samples, -1)
+        pixels = masked_pixels(X, mask, layout)
+        if mask is None:
+            images = np.repeat(np.arange(shape[0]), math.prod(shape[1:]))
+        else:
+            images = np.nonzero(mask)[0]
+    else:
+        chosen = np.sort(random_state.choice(total, n_samples, replace=False))
+        if mask is not None:
+            chosen = np.flatnonzero(mask)[chosen]
+        index = np.unravel_index(chosen, shape)
+        pixels, images = np.asarray(X[index]).reshape(n_samples, -1), index[0]
+    return (pixels, images) if return_images else pixels
+
+
+def per_image(values, layout):
+    """Per-image, per-channel ``values`` ``(N, C)`` shaped to broadcast
+    against a user stack of this layout."""
+    shape = (len(values),) + (1,) * layout.spatial_dims
+    return values.reshape(shape + values.shape[1:] if layout.channel_axis else shape)
 
 
 def unmask_pixels(values, X_shape, mask, layout, fill):

@@ -13,7 +13,15 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import MIXTURE_CONSTRAINTS, inference_device, resolve_device
-from ._data import Scaling, image_batches, network_responsibilities
+from ._data import (
+    Scaling,
+    collection_rescaling,
+    image_batches,
+    intensity_maps,
+    network_responsibilities,
+    pixel_log_likelihood,
+    training_sample,
+)
 from ._fitting import (
     Run,
     Settings,
@@ -22,12 +30,11 @@ from ._fitting import (
     train,
     warn_if_not_converged,
 )
-from ._gaussian import mixture_log_likelihood, n_parameters
+from ._gaussian import n_parameters
 from ._layout import (
     channels_last,
     check_input,
     count_pixels,
-    sample_pixels,
     set_input_attributes,
     validate_input,
 )
@@ -193,6 +200,18 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         takes and ``score``, ``bic`` and ``aic`` are the likelihood of the
         model whose labels ``predict`` gives.
 
+    rescale_intensity : bool, default=False
+        If True, each image of a stack is mapped ``x -> a x + b`` (per
+        channel) so that its 0.5 and 99.5 percentiles inside the mask land
+        on those of a typical training image (the median over the training
+        images), before the network and the likelihood see it: images of
+        one study that differ in brightness and contrast then share one set
+        of Gaussians, and a new image is mapped by its own percentiles
+        (:meth:`predict` adapts to it). The fitted Gaussians are in the
+        units of the typical training image; ``score_samples`` is the
+        density of the input's values (the change of variables counted).
+        No effect on tabular data.
+
     device : str or torch.device, default="auto"
         Where to train: "auto" picks CUDA, then MPS, then the CPU.
 
@@ -295,6 +314,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         "mean_regularization": [Interval(Real, 0.0, None, closed="left")],
         "spatial_regularization": [Interval(Real, 0.0, None, closed="left")],
         "gaussians": [StrOptions({"bounded", "free", "fixed"})],
+        "rescale_intensity": ["boolean"],
         "device": [str, torch.device],
     }
 
@@ -326,6 +346,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         mean_regularization=0.0,
         spatial_regularization=4.0,
         gaussians="bounded",
+        rescale_intensity=False,
         device="auto",
     ):
         self.n_components = n_components
@@ -353,14 +374,17 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         self.mean_regularization = mean_regularization
         self.spatial_regularization = spatial_regularization
         self.gaussians = gaussians
+        self.rescale_intensity = rescale_intensity
         self.device = device
-
-    # -- training ------------------------------------------------------------
 
     def _check_warm_start(self):
         for name, fitted in [
             ("n_components", len(self.weights_)),
             ("covariance_type", self._fitted_covariance_type),
+            (
+                "rescale_intensity",
+                getattr(self, "_intensity_rescaling", None) is not None,
+            ),
         ]:
             if getattr(self, name) != fitted:
                 raise ValueError(
@@ -369,7 +393,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                     f"warm_start=False to fit a new model."
                 )
 
-    def _batches(self, X, mask, layout, scaling, device):
+    def _batches(self, X, mask, layout, scaling, device, maps):
         return image_batches(
             X,
             mask,
@@ -378,6 +402,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             batch_size=self.batch_size,
             device=device,
             patch_pixels=self.patch_pixels,
+            rescaling=maps,
         )
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -425,20 +450,20 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         # a warm start continues the fitted model: X must match it
         X, mask, layout, attributes = check_input(self, X, mask, reset=not warm)
         n_pixels = count_pixels(X.shape, mask, layout)
-        if n_pixels < max(2, self.n_components):
-            raise ValueError(
-                f"Expected n_samples >= n_components and at least 2 samples but "
-                f"got n_components = {self.n_components}, n_samples = "
-                f"{n_pixels} (pixels inside the mask)."
-            )
-        n_features = attributes.get("n_features_in_", getattr(self, "n_features_in_", 0))
         settings = Settings.from_params(self.get_params())
-        settings.check_initial_parameters(n_features)
+        settings.check_sizes(
+            n_pixels, attributes.get("n_features_in_", getattr(self, "n_features_in_", 0))
+        )
 
         device = resolve_device(self.device)
         random_state = check_random_state(self.random_state)
         # the scaling and the initial Gaussians need few pixels
-        pixels = sample_pixels(X, mask, layout, _INITIAL_PIXELS, random_state)
+        if warm:
+            rescaling = getattr(self, "_intensity_rescaling", None)
+        else:
+            rescaling = collection_rescaling(X, mask, layout, self.rescale_intensity)
+        maps = intensity_maps(rescaling, X, mask, layout)
+        pixels = training_sample(X, mask, layout, _INITIAL_PIXELS, random_state, maps)
         if warm:
             scaling = self._scaling
             # training goes on as if it had not stopped (see History)
@@ -447,32 +472,29 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             )
         else:
             scaling = Scaling.from_pixels(pixels.astype(np.float64), self.reg_covar)
-        batches = self._batches(X, mask, layout, scaling, device)
+        batches = self._batches(X, mask, layout, scaling, device, maps)
         run = train(batches, pixels, layout, scaling, settings, random_state, device, warm)
         mixture = fitted_mixture(run, batches, n_pixels, scaling, settings, device)
 
         # The fitted model changes in this one step: a fit that fails or is
         # interrupted before it leaves the previous one exactly as it was.
-        fitted = fitted_attributes(run, mixture, scaling)
+        fitted = fitted_attributes(run, mixture, scaling, rescaling)
         set_input_attributes(self, attributes)
         vars(self).update(
-            fitted,
-            _scaling=scaling,
-            _initial_gaussians=run.initial,
-            _fitted_covariance_type=self.covariance_type,
-            device_=device,
+            fitted, _fitted_covariance_type=self.covariance_type, device_=device
         )
         warn_if_not_converged(run.history, settings)
         return self
-
-    # -- inference -----------------------------------------------------------
 
     def _responsibilities(self, X, mask):
         """Validated X, mask and the network's responsibilities."""
         check_is_fitted(self)
         X, mask, layout = validate_input(self, X, mask, reset=False)
         device = inference_device(self.device)
-        batches = self._batches(X, mask, layout, self._scaling, device)
+        maps = intensity_maps(
+            getattr(self, "_intensity_rescaling", None), X, mask, layout
+        )
+        batches = self._batches(X, mask, layout, self._scaling, device, maps)
         network = self.network_
         if device.type != "cpu":
             network = copy.deepcopy(network).to(device=device, dtype=batches.dtype)
@@ -570,22 +592,20 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         if self.spatially_variant:
             X, mask, resp = self._responsibilities(X, mask)
             with np.errstate(divide="ignore"):
-                log_mix = torch.as_tensor(np.log(resp)).reshape(-1, self.n_components)
+                log_weights = np.log(resp)
         else:
             check_is_fitted(self)
             X, mask, _ = validate_input(self, X, mask, reset=False)
-            log_mix = torch.as_tensor(np.log(self.weights_))
-        # a writable copy of read-only input: torch warns on sharing it
-        pixels = torch.as_tensor(np.require(X, np.float64, ["C", "W"]))
-        pixels = pixels.reshape(1, -1, self.n_features_in_)
-        scores = mixture_log_likelihood(
-            pixels,
-            log_mix,
-            torch.as_tensor(self.means_)[None],
-            torch.as_tensor(self.precisions_cholesky_)[None],
-            self.covariance_type,
-        )[0].numpy()
-        scores = scores.reshape(self._layout.pixel_shape(X.shape))
+            log_weights = np.log(self.weights_)
+        scores = pixel_log_likelihood(
+            X,
+            self._layout,
+            log_weights,
+            (self.means_, self.precisions_cholesky_, self.covariance_type),
+            intensity_maps(
+                getattr(self, "_intensity_rescaling", None), X, mask, self._layout
+            ),
+        )
         if mask is not None:
             scores[~mask] = 0.0
         return scores

@@ -1,0 +1,114 @@
+"""Priors from a few labelled images: partial labels in, named classes out."""
+
+import numpy as np
+import torch
+
+from ._gaussian import (
+    compute_precision_cholesky,
+    estimate_gaussian_parameters,
+    precisions_from_cholesky,
+)
+from ._layout import check_mask, layout_for, masked_pixels
+
+
+def init_from_labels(
+    X, labels, *, n_components=None, covariance_type="full", reg_covar=1e-6,
+    spatial_dims=2,
+):
+    """Initial mixture parameters from labelled pixels.
+
+    The pixels of class ``k`` give component ``k``: its share of the
+    labelled pixels, its mean and its covariance (the M-step of the labels).
+    Pass the result to :class:`~skdgmm.DeepGaussianMixture` (or
+    :class:`sklearn.mixture.GaussianMixture`): component ``k`` of the fitted
+    model then starts as class ``k``, so that its labels are named once for
+    a whole study. Fitted on a collection, the model keeps the classes in
+    this order; ``mean_regularization`` holds them there more firmly.
+
+    Parameters
+    ----------
+    X : array-like
+        Tabular data ``(n_samples, n_features)`` or images
+        ``(n_images, *spatial[, n_channels])``, as for the estimators.
+
+    labels : array-like of int
+        One label per pixel (shape ``X.shape[:1 + spatial_dims]``, or
+        ``(n_samples,)``): the class ``0 .. n_components - 1``, or ``-1``
+        for unlabelled pixels (scikit-learn's semi-supervised convention).
+
+    n_components : int, default=None
+        Number of classes; by default the largest label plus one.
+
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+        The shape of the precisions returned, as in GaussianMixture.
+
+    reg_covar : float, default=1e-6
+        Added to the diagonal of the covariances (input units).
+
+    spatial_dims : {2, 3}, default=2
+        Spatial axes of image stacks.
+
+    Returns
+    -------
+    init : dict
+        ``weights_init``, ``means_init`` and ``precisions_init``.
+
+    Raises
+    ------
+    ValueError
+        If the labels are not shaped as the pixels of X, hold values below
+        -1 or of ``n_components`` and above, or leave a class without pixels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdgmm import DeepGaussianMixture
+    >>> from skdgmm.datasets import make_segmentation_images
+    >>> from skdgmm.priors import init_from_labels
+    >>> images, truth = make_segmentation_images(4, (24, 24), random_state=0)
+    >>> partial = np.full_like(truth, -1)
+    >>> partial[0] = truth[0]  # one labelled image
+    >>> init = init_from_labels(images, partial)
+    >>> init["means_init"].shape
+    (3, 1)
+    >>> model = DeepGaussianMixture(3, means_init=init["means_init"],
+    ...                             random_state=0, device="cpu")
+    >>> labels = model.fit_predict(images[1:])  # class k is label k
+    """
+    X = np.asarray(X, dtype=np.float64)
+    layout = layout_for(X.ndim, spatial_dims)
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(
+            f"labels must be integers (-1 for unlabelled pixels); got dtype "
+            f"{labels.dtype}."
+        )
+    labelled = check_mask(labels >= 0, layout.pixel_shape(X.shape))
+    if n_components is None:
+        n_components = int(labels.max()) + 1
+    if labels.min() < -1 or labels.max() >= n_components:
+        raise ValueError(
+            f"labels must be -1 (unlabelled) or 0 .. {n_components - 1}; got "
+            f"values from {labels.min()} to {labels.max()}."
+        )
+    counts = np.bincount(labels[labelled], minlength=n_components)
+    if (counts == 0).any():
+        raise ValueError(
+            f"Classes {np.flatnonzero(counts == 0).tolist()} have no labelled "
+            "pixel: every class needs at least one."
+        )
+    pixels = torch.as_tensor(masked_pixels(X, labelled, layout))[None]
+    resp = torch.nn.functional.one_hot(
+        torch.as_tensor(labels[labelled]), n_components
+    ).double()[None]
+    nk, means, covariances = estimate_gaussian_parameters(
+        pixels, resp, reg_covar, covariance_type
+    )
+    precisions = precisions_from_cholesky(
+        compute_precision_cholesky(covariances, covariance_type), covariance_type
+    )
+    return dict(
+        weights_init=(nk / nk.sum()).numpy()[0],
+        means_init=means.numpy()[0],
+        precisions_init=precisions.numpy()[0],
+    )

@@ -1,0 +1,89 @@
+"""Priors from labelled pixels: init_from_labels."""
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from skdgmm import DeepGaussianMixture
+from skdgmm.datasets import make_segmentation_images
+from skdgmm.priors import init_from_labels
+
+from .conftest import FAST
+
+COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def _reference(pixels, labels, K, covariance_type, reg):
+    """The M-step of one-hot labels, written with numpy."""
+    covs = [np.cov(pixels[labels == k].T, bias=True).reshape(2, 2) for k in range(K)]
+    counts = np.bincount(labels, minlength=K)
+    eye = np.eye(pixels.shape[1])
+    if covariance_type == "full":
+        return np.array([np.linalg.inv(c + reg * eye) for c in covs])
+    if covariance_type == "tied":
+        tied = sum(n * c for n, c in zip(counts, covs)) / counts.sum()
+        return np.linalg.inv(tied + reg * eye)
+    diag = np.array([np.diag(c) for c in covs]) + reg
+    return 1 / diag if covariance_type == "diag" else 1 / diag.mean(1)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_parameters_are_the_m_step_of_the_labels(rng, covariance_type):
+    X = rng.standard_normal((300, 2)) * [1.0, 3.0]
+    labels = rng.randint(-1, 3, 300)
+    init = init_from_labels(X, labels, covariance_type=covariance_type, reg_covar=1e-3)
+    known, y = X[labels >= 0], labels[labels >= 0]
+    assert_allclose(init["weights_init"], np.bincount(y) / len(y))
+    assert_allclose(init["means_init"], [known[y == k].mean(0) for k in range(3)])
+    assert_allclose(
+        init["precisions_init"],
+        _reference(known, y, 3, covariance_type, 1e-3),
+        rtol=1e-8,
+    )
+
+
+def test_class_k_of_the_labels_is_component_k_of_the_fit():
+    images, truth = make_segmentation_images(4, (24, 24), noise=0.15, random_state=0)
+    # classes named in an order other than the intensity's
+    names = np.array([2, 0, 1])
+    partial = np.full_like(truth, -1)
+    partial[0] = names[truth[0]]
+    init = init_from_labels(images, partial)
+    model = DeepGaussianMixture(
+        3, means_init=init["means_init"], random_state=0, device="cpu"
+    )
+    labels = model.fit_predict(images[1:])
+    assert (labels == names[truth[1:]]).mean() > 0.95
+
+
+def test_images_with_channels_and_volumes(rng):
+    X = rng.standard_normal((2, 6, 5, 3))
+    labels = rng.randint(0, 2, (2, 6, 5))
+    assert init_from_labels(X, labels)["means_init"].shape == (2, 3)
+    volume = rng.standard_normal((2, 4, 6, 5))
+    init = init_from_labels(volume, labels.reshape(2, 6, 5)[:, None].repeat(4, 1),
+                            spatial_dims=3, covariance_type="diag")
+    assert init["precisions_init"].shape == (2, 1)
+
+
+def test_bad_labels_are_refused(rng):
+    X = rng.standard_normal((2, 6, 6))
+    with pytest.raises(ValueError, match="shape"):
+        init_from_labels(X, np.zeros((2, 6, 5), int))
+    with pytest.raises(TypeError, match="integers"):
+        init_from_labels(X, np.zeros((2, 6, 6)))
+    labels = np.zeros((2, 6, 6), int)
+    with pytest.raises(ValueError, match=r"Classes \[1\] have no labelled pixel"):
+        init_from_labels(X, labels, n_components=2)
+    labels[0, 0, 0] = -2
+    with pytest.raises(ValueError, match="-1 .unlabelled. or 0 .. 0"):
+        init_from_labels(X, labels)
+
+
+def test_the_input_is_not_modified(rng):
+    X = rng.standard_normal((2, 6, 6))
+    labels = rng.randint(-1, 2, (2, 6, 6))
+    X0, labels0 = X.copy(), labels.copy()
+    init_from_labels(X, labels)
+    assert_array_equal(X, X0)
+    assert_array_equal(labels, labels0)
