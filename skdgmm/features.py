@@ -90,10 +90,23 @@ class SpatialFeatures(TransformerMixin, BaseEstimator):
         -------
         self : object
         """
-        if (np.asarray(self.sigmas, dtype=float) <= 0).any():
-            raise ValueError(f"sigmas must be positive numbers; got {self.sigmas!r}.")
+        self._check_sigmas()
         validate_input(self, X, mask, reset=True)
         return self
+
+    def _check_sigmas(self):
+        """A ValueError unless ``sigmas`` are finite positive numbers."""
+        try:
+            sigmas = np.asarray(self.sigmas, dtype=float)
+        except (TypeError, ValueError):
+            sigmas = None
+        if sigmas is None or sigmas.ndim != 1 or not (
+            np.isfinite(sigmas) & (sigmas > 0)
+        ).all():
+            raise ValueError(
+                f"sigmas must be positive finite numbers, a sequence of scales "
+                f"in pixels; got {self.sigmas!r}."
+            )
 
     def _filters(self):
         names = ["intensity"]
@@ -166,11 +179,20 @@ class SpatialFeatures(TransformerMixin, BaseEstimator):
     def _image_features(self, image, weight):
         """Features of one image ``(C, *spatial)`` -> ``(*spatial, F)``."""
 
+        # scipy's kernel reaches 4 sigmas: one wider than 4 image sizes (a
+        # huge sigma) is cut there, where the smoothed image is nearly its
+        # mean, so that its memory stays bounded. Sigmas far beyond that, or
+        # below a tenth of a pixel (the identity), give the features of the
+        # nearest of these bounds, which keep scipy's kernel finite.
+        widest = 4 * max(weight.shape)
+
         def smooth(values, sigma):
             # normalised convolution: the mean over the mask's pixels only
-            return ndimage.gaussian_filter(values * weight, sigma) / np.maximum(
-                ndimage.gaussian_filter(weight, sigma), 1e-12
-            )
+            sigma = min(max(float(sigma), 0.01), 1e6 * widest)
+            radius = min(int(4.0 * sigma + 0.5), widest)
+            return ndimage.gaussian_filter(
+                values * weight, sigma, radius=radius
+            ) / np.maximum(ndimage.gaussian_filter(weight, sigma, radius=radius), 1e-12)
 
         out = []
         for channel in image.astype(float):
