@@ -8,6 +8,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
+from ._base import CHANNEL_AXIS_CONSTRAINT
 from ._layout import channels_first, mask_channels_first, validate_input
 
 
@@ -38,6 +39,12 @@ class SpatialFeatures(TransformerMixin, BaseEstimator):
     coordinates : bool, default=False
         Include the pixel coordinates, scaled to [0, 1].
     spatial_dims : {2, 3}, default=2
+    channel_axis : "auto", None or int, default="auto"
+        The axis of image stacks that holds the channels: None, -1, 1
+        (PyTorch's ``(n, C, *spatial)``), or "auto", as in
+        DeepGaussianMixture. The features come out on the same axis
+        (the last for None and "auto"). A 2-D array is tabular data; a
+        single image is a stack of one, ``X[None]``.
 
     Attributes
     ----------
@@ -59,6 +66,7 @@ class SpatialFeatures(TransformerMixin, BaseEstimator):
         "edges": ["boolean"],
         "coordinates": ["boolean"],
         "spatial_dims": [Interval(Integral, 2, 3, closed="both")],
+        "channel_axis": CHANNEL_AXIS_CONSTRAINT,
     }
 
     def __init__(
@@ -69,12 +77,14 @@ class SpatialFeatures(TransformerMixin, BaseEstimator):
         edges=True,
         coordinates=False,
         spatial_dims=2,
+        channel_axis="auto",
     ):
         self.sigmas = sigmas
         self.local_std = local_std
         self.edges = edges
         self.coordinates = coordinates
         self.spatial_dims = spatial_dims
+        self.channel_axis = channel_axis
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, mask=None):
@@ -161,7 +171,8 @@ class SpatialFeatures(TransformerMixin, BaseEstimator):
         Returns
         -------
         features : ndarray
-            Tabular input unchanged; images ``(n, *spatial, n_features_out)``.
+            Tabular input unchanged; images ``(n, *spatial, n_features_out)``
+            (the features on axis 1 for ``channel_axis=1``).
         """
         check_is_fitted(self)
         X, mask, layout = validate_input(self, X, mask, reset=False)
@@ -173,8 +184,13 @@ class SpatialFeatures(TransformerMixin, BaseEstimator):
             if mask is None
             else mask_channels_first(mask, layout).astype(float)
         )
-        features = [self._image_features(x, w) for x, w in zip(X, weights)]
-        return np.stack(features)
+        features = np.stack(
+            [self._image_features(x, w) for x, w in zip(X, weights)]
+        )
+        if isinstance(self.channel_axis, Integral) and layout.channel_axis:
+            # the features on the input's channel axis
+            features = np.moveaxis(features, -1, self.channel_axis % features.ndim)
+        return features
 
     def _image_features(self, image, weight):
         """Features of one image ``(C, *spatial)`` -> ``(*spatial, F)``."""

@@ -122,6 +122,19 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         Spatial dimensions of image stacks: 2 for ``(n, H, W[, C])``, 3 for
         volumes ``(n, D, H, W[, C])``. Ignored for 2-D (tabular) input.
 
+    channel_axis : "auto", None or int, default="auto"
+        The axis of image stacks that holds the channels, as scikit-image's
+        ``channel_axis``: None for no channel axis ``(n, *spatial)``, -1 for
+        the last ``(n, *spatial, C)``, 1 for PyTorch's ``(n, C, *spatial)``.
+        "auto" reads channels on the last axis when X has ``spatial_dims +
+        2`` axes, and warns where that reading looks wrong (more channels
+        than pixels along an image axis, or more than 16; a last image axis
+        as short as colour channels; a 2-D array about as wide as it is
+        long); passing the axis silences the warning. Outputs are channels
+        last whatever it is. A 2-D array is always tabular data
+        ``(n_samples, n_features)``: a single image is a stack of one,
+        ``X[None]``.
+
     network_width : int, default=8
         Channels of the first layer of the network (doubled at each level of
         the U-Net).
@@ -337,6 +350,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         verbose_interval=10,
         spatially_variant=False,
         spatial_dims=2,
+        channel_axis="auto",
         network_width=8,
         network_depth=2,
         learning_rate=1e-2,
@@ -365,6 +379,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         self.verbose_interval = verbose_interval
         self.spatially_variant = spatially_variant
         self.spatial_dims = spatial_dims
+        self.channel_axis = channel_axis
         self.network_width = network_width
         self.network_depth = network_depth
         self.learning_rate = learning_rate
