@@ -15,7 +15,6 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
-from sklearn import config_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from tqdm.auto import tqdm
@@ -233,9 +232,7 @@ def initial_mixture(scaled, settings, scaling, random_state):
     precisions_init = settings.precisions_init
     if precisions_init is not None:
         precisions_init = scaling.precisions(precisions_init)
-    # the pixels are NumPy arrays whatever the input was (array_api_dispatch
-    # would limit init_params)
-    with warnings.catch_warnings(), config_context(array_api_dispatch=False):
+    with warnings.catch_warnings():
         # the network's training decides convergence, not this EM
         warnings.simplefilter("ignore", ConvergenceWarning)
         return GaussianMixture(

@@ -555,26 +555,49 @@ def test_images_of_different_sizes_get_a_message_that_says_what_to_do(images, na
 
 # -- torch tensors, with and without scikit-learn's array API dispatch ----------
 
+TORCH_ESTIMATORS = {
+    # under array_api_dispatch, GaussianMixture (the initial EM) takes no
+    # k-means initialization
+    "deep": lambda: DeepGaussianMixture(3, init_params="random", **FAST_MODEL),
+    "svgmm": lambda: ESTIMATORS["svgmm"](3, 2),
+    "features": lambda: ESTIMATORS["features"](3, 2),
+}
 
-@pytest.mark.parametrize("name", ["deep", "svgmm", "features"])
+
+@pytest.mark.parametrize("name", sorted(TORCH_ESTIMATORS))
 @pytest.mark.parametrize("dispatch", [False, True])
 @pytest.mark.parametrize("tabular", [False, True])
-def test_torch_tensors_on_the_cpu_are_read_as_arrays(images, monkeypatch, name, dispatch, tabular):
+def test_torch_tensors_on_the_cpu_are_read_as_arrays(
+    images, monkeypatch, name, dispatch, tabular
+):
     """They failed in input validation with a TypeError under
     array_api_dispatch."""
-    X, _ = images
+    X, labels = images
+    mask = labels > 0
     if tabular:
-        X = X.reshape(-1, 1)
+        X, mask = X.reshape(-1, 1), mask.reshape(-1)
     # scikit-learn checks the variable when dispatch is turned on
     monkeypatch.setenv("SCIPY_ARRAY_API", "1")
-    expected = _outputs(ESTIMATORS[name](3, 2).fit(X), X, None)
+    expected = _outputs(TORCH_ESTIMATORS[name]().fit(X, mask=mask), X, mask)
     tensor = torch.as_tensor(X).requires_grad_(True)
     with sklearn.config_context(array_api_dispatch=dispatch):
-        estimator = ESTIMATORS[name](3, 2).fit(tensor)
-        got = _outputs(estimator, tensor, None)
+        estimator = TORCH_ESTIMATORS[name]().fit(tensor, mask=torch.as_tensor(mask))
+        got = _outputs(estimator, tensor, torch.as_tensor(mask))
     for a, b in zip(got, expected):
         assert isinstance(a, np.ndarray)
         assert_array_equal(a, b)
+
+
+def test_k_means_initialization_under_array_api_dispatch_is_refused_as_sklearn_does(
+    images, monkeypatch
+):
+    X, _ = images
+    monkeypatch.setenv("SCIPY_ARRAY_API", "1")
+    with sklearn.config_context(array_api_dispatch=True):
+        with pytest.raises(NotImplementedError, match="array_api_dispatch"):
+            GaussianMixture(3).fit(X.reshape(-1, 1))
+        with pytest.raises(NotImplementedError, match="array_api_dispatch"):
+            DeepGaussianMixture(3, **FAST_MODEL).fit(torch.as_tensor(X))
 
 
 def test_torch_tensors_on_another_device_are_refused(images):
