@@ -7,6 +7,9 @@ import warnings
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
+# The axis of image stacks that holds the channels (see skdgmm._layout).
+CHANNEL_AXIS_CONSTRAINT = [StrOptions({"auto"}), None, Integral]
+
 # The parameters of sklearn.mixture.GaussianMixture that the image mixtures
 # take with the same meaning, and the layout of image stacks.
 MIXTURE_CONSTRAINTS = {
@@ -17,6 +20,7 @@ MIXTURE_CONSTRAINTS = {
     "max_iter": [Interval(Integral, 0, None, closed="left")],
     "random_state": ["random_state"],
     "spatial_dims": [Interval(Integral, 2, 3, closed="both")],
+    "channel_axis": CHANNEL_AXIS_CONSTRAINT,
 }
 
 

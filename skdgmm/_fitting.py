@@ -433,7 +433,9 @@ def fitted_attributes(run, mixture, scaling, rescaling):
             float(scaling.log_density_to_input(value))
             for value in run.history.log_likelihoods
         ],
-        loss_curve_=run.history.losses,
+        loss_curve_=[
+            float(-scaling.log_density_to_input(-loss)) for loss in run.history.losses
+        ],
         _history=run.history,
         lower_bound_=float(mixture.log_likelihood),
         weights_=mixture.weights,

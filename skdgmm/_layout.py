@@ -1,13 +1,17 @@
 """One place that knows array layouts: user arrays and the geometry of images.
 
 Users pass tabular data ``(n_samples, n_features)`` or stacks of images
-``(n_images, *spatial[, n_channels])``; networks want ``(N, C, *spatial)``.
-Tabular data becomes a single "image" that is a line of ``n_samples`` pixels,
-so that every code path below works on one layout. The geometry of those
-tensors (the box around a mask, patches, tiles) is here too.
+``(n_images, *spatial[, n_channels])`` (the channels on the axis that
+``channel_axis`` says, the last by default); networks want
+``(N, C, *spatial)``. A 2-D array is always tabular data: a single image is
+a stack of one, ``X[None]``. Tabular data becomes a single "image" that is a
+line of ``n_samples`` pixels, so that every code path below works on one
+layout. The geometry of those tensors (the box around a mask, patches,
+tiles) is here too.
 """
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,24 +53,143 @@ class Layout:
         return X_shape[-1] if self.channel_axis else 1
 
 
-def layout_for(ndim, spatial_dims):
-    """The layout of a user array with ``ndim`` axes, or a ValueError."""
-    if ndim == 2:
-        return Layout(0, True)
-    if ndim == 1 + spatial_dims:
-        return Layout(spatial_dims, False)
-    if ndim == 2 + spatial_dims:
-        return Layout(spatial_dims, True)
-    expected = {
-        2: "(n_images, height, width) or (n_images, height, width, n_channels)",
-        3: "(n_images, depth, height, width) or "
+# The default of the estimators' channel_axis: channels on the last axis
+# when the array has one more axis than an image stack without channels,
+# with a warning for layouts that look misread.
+AUTO = "auto"
+
+# More "channels" than this, or than pixels along an image axis, is
+# implausible for a trailing channel axis read by default (see
+# _warn_implausible).
+_MAX_PLAUSIBLE_CHANNELS = 16
+
+_STACKS = {
+    2: ("(n_images, height, width)", "(n_images, height, width, n_channels)"),
+    3: (
+        "(n_images, depth, height, width)",
         "(n_images, depth, height, width, n_channels)",
-    }[spatial_dims]
+    ),
+}
+
+
+def layout_for(ndim, spatial_dims, channel_axis=AUTO):
+    """The layout of a user array with ``ndim`` axes, or a ValueError.
+
+    ``channel_axis`` is the estimators' parameter: ``"auto"`` (a channel axis
+    when there is room for one), None (no channel axis) or an int (a
+    channel axis). A 2-D array is tabular data whatever ``spatial_dims``.
+    """
+    if ndim == 2:
+        if channel_axis is None:
+            raise ValueError(
+                "channel_axis=None says that X is an image stack without "
+                "channels, but a 2-D array is tabular data (n_samples, "
+                "n_features). Pass a single image as a stack of one image, "
+                "X[None], of shape (1, height, width)."
+            )
+        return Layout(0, True)
+    without, with_channels = _STACKS[spatial_dims]
+    if isinstance(channel_axis, str):
+        if ndim == 1 + spatial_dims:
+            return Layout(spatial_dims, False)
+        if ndim == 2 + spatial_dims:
+            return Layout(spatial_dims, True)
+        raise ValueError(
+            f"Expected a 2-D array (n_samples, n_features) or, with "
+            f"spatial_dims={spatial_dims}, an image stack {without} or "
+            f"{with_channels}; got an array with {ndim} dimensions. A single "
+            f"image is a stack of one image, X[None]."
+        )
+    if channel_axis is None:
+        if ndim == 1 + spatial_dims:
+            return Layout(spatial_dims, False)
+        hint = (
+            "For channels, pass channel_axis=-1 (the last axis) or 1"
+            + ("; for volumes, spatial_dims=3." if spatial_dims == 2 else ".")
+        )
+        expected = f"and channel_axis=None (no channel axis), an image stack {without}"
+    else:
+        if ndim == 2 + spatial_dims:
+            return Layout(spatial_dims, True)
+        hint = "For images without channels, pass channel_axis=None."
+        expected = (
+            f"and channel_axis={channel_axis} (a channel axis), an image stack "
+            f"of {2 + spatial_dims} dimensions such as {with_channels}"
+        )
     raise ValueError(
-        f"Expected a 2-D array (n_samples, n_features) or, with "
-        f"spatial_dims={spatial_dims}, an image stack {expected}; got an array "
-        f"with {ndim} dimensions."
+        f"Expected, with spatial_dims={spatial_dims} {expected} (or a 2-D "
+        f"array of tabular data); got an array with {ndim} dimensions. {hint}"
     )
+
+
+def _channel_axis_index(channel_axis, ndim):
+    """The axis of an image stack of ``ndim`` axes that holds the channels."""
+    if not -ndim <= channel_axis < ndim or channel_axis % ndim == 0:
+        raise ValueError(
+            f"channel_axis={channel_axis} is not an axis of X (with {ndim} "
+            f"dimensions) that can hold channels: axis 0 indexes the images. "
+            f"Pass -1 for channels on the last axis, 1 for PyTorch's "
+            f"(n_images, n_channels, *spatial), or None for no channel axis."
+        )
+    return channel_axis % ndim
+
+
+def _warn_implausible(shape, layout, spatial_dims):
+    """Warn when the default reading of an array of ``shape`` looks wrong.
+
+    Only for ``channel_axis="auto"``: passing ``channel_axis`` says how to
+    read the array, and silences these warnings.
+    """
+    silence = "pass channel_axis={} to keep this reading without the warning"
+    if layout.tabular:
+        n_samples, n_features = shape
+        # a (height, width) image: about as many columns as rows
+        if n_features > _MAX_PLAUSIBLE_CHANNELS and n_samples < 16 * n_features:
+            warnings.warn(
+                f"X of shape {shape} is read as tabular data: {n_samples} "
+                f"samples of {n_features} features. If it is one image, pass "
+                f"it as a stack of one image, X[None]; "
+                + silence.format(-1)
+                + ".",
+                UserWarning,
+                stacklevel=4,
+            )
+        return
+    spatial = shape[1 : 1 + spatial_dims]
+    if layout.channel_axis:
+        n_channels = shape[-1]
+        if n_channels > min(spatial) or n_channels > _MAX_PLAUSIBLE_CHANNELS:
+            volumes = (
+                "; if X is a stack of volumes without channels, pass "
+                "spatial_dims=3"
+                if spatial_dims == 2
+                else ""
+            )
+            warnings.warn(
+                f"X of shape {shape} is read as {shape[0]} image(s) of "
+                f"{spatial} pixels with {n_channels} channels on the last "
+                f"axis: more channels than pixels along an image axis, or "
+                f"more than {_MAX_PLAUSIBLE_CHANNELS}. If the channels are "
+                f"axis 1 (PyTorch's (n_images, n_channels, *spatial)), pass "
+                f"channel_axis=1{volumes}; "
+                + silence.format(-1)
+                + ".",
+                UserWarning,
+                stacklevel=4,
+            )
+        return
+    last, others = spatial[-1], spatial[:-1]
+    # a single (height, width, n_channels) image without X[None]
+    if last <= 4 and 4 * last <= min(others):
+        warnings.warn(
+            f"X of shape {shape} is read as {shape[0]} images of {spatial} "
+            f"pixels without channels. If it is one image with {last} "
+            f"channels, pass it as a stack of one image, X[None]; "
+            + silence.format(None)
+            + ".",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def channels_first(X, layout):
@@ -131,7 +254,7 @@ def check_mask(mask, pixel_shape):
     """
     if mask is None:
         return None
-    mask = np.asarray(mask)
+    mask = np.asarray(_as_array(mask, "mask"))
     if mask.dtype != bool:
         if not (np.issubdtype(mask.dtype, np.integer) and np.isin(mask, (0, 1)).all()):
             raise TypeError(
@@ -147,22 +270,113 @@ def check_mask(mask, pixel_shape):
     return mask
 
 
+def _ragged_message(X):
+    """What to say of a list of arrays of different shapes."""
+    shapes = []
+    for x in X:
+        try:
+            shape = np.shape(x)
+        except ValueError:
+            shape = "ragged"
+        if shape not in shapes:
+            shapes.append(shape)
+    listed = ", ".join(map(str, shapes[:4])) + (", ..." if len(shapes) > 4 else "")
+    return (
+        f"All the images (or samples) of X must share one shape; got a "
+        f"{type(X).__name__} of {len(X)} arrays of the shapes {listed}. "
+        f"Fitting on a collection of images of different sizes is not "
+        f"supported: pad them to one shape and pass a mask that leaves the "
+        f"padding out, or resize them to one shape, or fit them one by one."
+    )
+
+
+def _as_array(X, name="X"):
+    """``X`` where NumPy (and scikit-learn) can read it.
+
+    A torch tensor (or another array-API array) on the CPU becomes a NumPy
+    array, whether or not scikit-learn's ``array_api_dispatch`` is on; one
+    on another device is refused. A list of arrays of different shapes gets
+    a ValueError that says that all images must share one shape.
+    """
+    if isinstance(X, torch.Tensor):
+        if X.device.type != "cpu":
+            raise TypeError(
+                f"{name} is a torch tensor on the device {str(X.device)!r}; "
+                f"pass it as a NumPy array ({name}.cpu().numpy()). The "
+                f"estimator moves its own work to its device."
+            )
+        try:
+            return X.detach().resolve_conj().resolve_neg().numpy()
+        except TypeError as error:
+            raise TypeError(
+                f"{name} is a torch tensor of dtype {X.dtype}, which NumPy "
+                f"cannot hold; convert it, e.g. {name}.float()."
+            ) from error
+    if hasattr(X, "__array_namespace__") and not isinstance(X, np.ndarray):
+        try:
+            return np.asarray(X)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise TypeError(
+                f"{name} is an array of {type(X).__module__}.{type(X).__name__} "
+                f"that cannot be read as a NumPy array (only arrays in the "
+                f"CPU's memory can be): pass it as a NumPy array."
+            ) from error
+    if isinstance(X, (list, tuple)):
+        try:
+            return np.asarray(X)
+        except ValueError as error:
+            if "inhomogeneous" not in str(error):
+                raise
+            raise ValueError(_ragged_message(X)) from None
+    return X
+
+
+def _finite_inside(X, mask, layout):
+    """``X`` with every value outside the ``mask`` finite, or a ValueError
+    if one inside is not.
+
+    Pixels outside the mask never enter the model, so they may be NaN or
+    infinite; the network still sees some of them as context, so they are
+    replaced (in a copy) by the mean of the pixels inside the mask.
+    """
+    finite = np.isfinite(X)
+    if finite.all():
+        return X
+    pixel_finite = finite.all(-1) if layout.channel_axis else finite
+    if not pixel_finite[mask].all():
+        inside = X[mask]
+        what = "NaN" if np.isnan(inside).any() else "infinity"
+        raise ValueError(
+            f"Input X contains {what} inside the mask. The pixels inside the "
+            f"mask must be finite; outside it, NaN and infinity are allowed."
+        )
+    inside = X[mask]
+    fill = inside.mean(0, dtype=np.float64) if len(inside) else np.float64(0.0)
+    return np.where(finite, X, fill.astype(X.dtype))
+
+
 def check_input(estimator, X, mask, *, reset):
     """Validate ``X`` and ``mask`` for ``estimator`` before any work.
 
-    ``estimator`` has a ``spatial_dims`` parameter; without ``reset`` X must
+    ``estimator`` has a ``spatial_dims`` parameter and may have a
+    ``channel_axis`` one ("auto" when it has none); without ``reset`` X must
     match what it was fitted on. Nothing is written onto the estimator.
 
     Returns
     -------
     X : ndarray of float
+        Channels on the last axis (a view of the input where it can be);
+        with a mask, the values outside it that are not finite are
+        replaced (see :func:`_finite_inside`).
     mask : ndarray of bool or None
     layout : Layout
     attributes : dict
         With ``reset``, the attributes that describe the input of a fit:
-        ``n_features_in_``, ``feature_names_in_`` (None for none) and
-        ``_layout``; otherwise empty.
+        ``n_features_in_``, ``feature_names_in_`` (None for none),
+        ``_layout`` and ``_fitted_with_mask``; otherwise empty.
     """
+    channel_axis = getattr(estimator, "channel_axis", AUTO)
+    X = _as_array(X)
     ndim = X.ndim if hasattr(X, "ndim") else np.asarray(X).ndim
     dtype = getattr(X, "dtype", None)
     if isinstance(dtype, np.dtype) and dtype.kind == "c":
@@ -172,21 +386,23 @@ def check_input(estimator, X, mask, *, reset):
             "magnitude, or put the real and imaginary parts in two channels)."
         )
     feature_names = None
+    # with a mask, only the pixels inside it must be finite
+    options = dict(dtype=[np.float64, np.float32], ensure_all_finite=mask is None)
     if sp.issparse(X) or ndim <= 2:
-        layout = layout_for(2, estimator.spatial_dims)
-        options = dict(dtype=[np.float64, np.float32])
+        layout = layout_for(2, estimator.spatial_dims, channel_axis)
+        feature_names = _get_feature_names(X)
         if reset:
-            feature_names = _get_feature_names(X)
             X = check_array(X, estimator=estimator, ensure_min_samples=2, **options)
         else:
             X = validate_data(estimator, X, reset=False, **options)
-        X = _check_magnitude(X)
         n_channels = X.shape[1]
     else:
-        X = _check_magnitude(
-            check_array(X, allow_nd=True, dtype=[np.float64, np.float32])
-        )
-        layout = layout_for(X.ndim, estimator.spatial_dims)
+        X = check_array(X, allow_nd=True, **options)
+        layout = layout_for(X.ndim, estimator.spatial_dims, channel_axis)
+        if layout.channel_axis and not isinstance(channel_axis, str):
+            axis = _channel_axis_index(channel_axis, X.ndim)
+            if axis != X.ndim - 1:
+                X = np.moveaxis(X, axis, -1)
         if 0 in X.shape:
             raise ValueError(f"Found an empty image stack of shape {X.shape}.")
         n_channels = layout.n_channels(X.shape)
@@ -195,6 +411,8 @@ def check_input(estimator, X, mask, *, reset):
                 f"X has {n_channels} channels, but {type(estimator).__name__} is "
                 f"expecting {estimator.n_features_in_} channels as input."
             )
+    if isinstance(channel_axis, str) and feature_names is None:
+        _warn_implausible(X.shape, layout, estimator.spatial_dims)
     if not reset and layout.spatial_dims != estimator._layout.spatial_dims:
         fitted = (
             "tabular data"
@@ -206,10 +424,16 @@ def check_input(estimator, X, mask, *, reset):
             f"layout, got an array of shape {X.shape}."
         )
     mask = check_mask(mask, layout.pixel_shape(X.shape))
+    if mask is not None:
+        X = _finite_inside(X, mask, layout)
+    X = _check_magnitude(X)
     attributes = {}
     if reset:
         attributes = dict(
-            n_features_in_=n_channels, feature_names_in_=feature_names, _layout=layout
+            n_features_in_=n_channels,
+            feature_names_in_=feature_names,
+            _layout=layout,
+            _fitted_with_mask=mask is not None,
         )
     return X, mask, layout, attributes
 

@@ -8,6 +8,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
+from ._base import CHANNEL_AXIS_CONSTRAINT
 from ._layout import channels_first, mask_channels_first, validate_input
 
 
@@ -38,6 +39,12 @@ class SpatialFeatures(TransformerMixin, BaseEstimator):
     coordinates : bool, default=False
         Include the pixel coordinates, scaled to [0, 1].
     spatial_dims : {2, 3}, default=2
+    channel_axis : "auto", None or int, default="auto"
+        The axis of image stacks that holds the channels: None, -1, 1
+        (PyTorch's ``(n, C, *spatial)``), or "auto", as in
+        DeepGaussianMixture. The features come out on the same axis
+        (the last for None and "auto"). A 2-D array is tabular data; a
+        single image is a stack of one, ``X[None]``.
 
     Attributes
     ----------
@@ -59,6 +66,7 @@ class SpatialFeatures(TransformerMixin, BaseEstimator):
         "edges": ["boolean"],
         "coordinates": ["boolean"],
         "spatial_dims": [Interval(Integral, 2, 3, closed="both")],
+        "channel_axis": CHANNEL_AXIS_CONSTRAINT,
     }
 
     def __init__(
@@ -69,12 +77,14 @@ class SpatialFeatures(TransformerMixin, BaseEstimator):
         edges=True,
         coordinates=False,
         spatial_dims=2,
+        channel_axis="auto",
     ):
         self.sigmas = sigmas
         self.local_std = local_std
         self.edges = edges
         self.coordinates = coordinates
         self.spatial_dims = spatial_dims
+        self.channel_axis = channel_axis
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, mask=None):
@@ -90,10 +100,23 @@ class SpatialFeatures(TransformerMixin, BaseEstimator):
         -------
         self : object
         """
-        if (np.asarray(self.sigmas, dtype=float) <= 0).any():
-            raise ValueError(f"sigmas must be positive numbers; got {self.sigmas!r}.")
+        self._check_sigmas()
         validate_input(self, X, mask, reset=True)
         return self
+
+    def _check_sigmas(self):
+        """A ValueError unless ``sigmas`` are finite positive numbers."""
+        try:
+            sigmas = np.asarray(self.sigmas, dtype=float)
+        except (TypeError, ValueError):
+            sigmas = None
+        if sigmas is None or sigmas.ndim != 1 or not (
+            np.isfinite(sigmas) & (sigmas > 0)
+        ).all():
+            raise ValueError(
+                f"sigmas must be positive finite numbers, a sequence of scales "
+                f"in pixels; got {self.sigmas!r}."
+            )
 
     def _filters(self):
         names = ["intensity"]
@@ -148,7 +171,8 @@ class SpatialFeatures(TransformerMixin, BaseEstimator):
         Returns
         -------
         features : ndarray
-            Tabular input unchanged; images ``(n, *spatial, n_features_out)``.
+            Tabular input unchanged; images ``(n, *spatial, n_features_out)``
+            (the features on axis 1 for ``channel_axis=1``).
         """
         check_is_fitted(self)
         X, mask, layout = validate_input(self, X, mask, reset=False)
@@ -160,17 +184,31 @@ class SpatialFeatures(TransformerMixin, BaseEstimator):
             if mask is None
             else mask_channels_first(mask, layout).astype(float)
         )
-        features = [self._image_features(x, w) for x, w in zip(X, weights)]
-        return np.stack(features)
+        features = np.stack(
+            [self._image_features(x, w) for x, w in zip(X, weights)]
+        )
+        if isinstance(self.channel_axis, Integral) and layout.channel_axis:
+            # the features on the input's channel axis
+            features = np.moveaxis(features, -1, self.channel_axis % features.ndim)
+        return features
 
     def _image_features(self, image, weight):
         """Features of one image ``(C, *spatial)`` -> ``(*spatial, F)``."""
 
+        # scipy's kernel reaches 4 sigmas: one wider than 4 image sizes (a
+        # huge sigma) is cut there, where the smoothed image is nearly its
+        # mean, so that its memory stays bounded. Sigmas far beyond that, or
+        # below a tenth of a pixel (the identity), give the features of the
+        # nearest of these bounds, which keep scipy's kernel finite.
+        widest = 4 * max(weight.shape)
+
         def smooth(values, sigma):
             # normalised convolution: the mean over the mask's pixels only
-            return ndimage.gaussian_filter(values * weight, sigma) / np.maximum(
-                ndimage.gaussian_filter(weight, sigma), 1e-12
-            )
+            sigma = min(max(float(sigma), 0.01), 1e6 * widest)
+            radius = min(int(4.0 * sigma + 0.5), widest)
+            return ndimage.gaussian_filter(
+                values * weight, sigma, radius=radius
+            ) / np.maximum(ndimage.gaussian_filter(weight, sigma, radius=radius), 1e-12)
 
         out = []
         for channel in image.astype(float):

@@ -1,8 +1,11 @@
 """Segmentation metrics and model-selection scorers."""
 
+import inspect
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.pipeline import Pipeline
+from sklearn.utils.metadata_routing import MetadataRequest
 
 
 def dice_score(y_true, y_pred, labels):
@@ -77,11 +80,30 @@ def match_labels(y_true, y_pred, labels, clusters):
     return y_matched
 
 
-def bic_scorer(estimator, X, y=None, **kwargs):
+def bic_scorer(estimator, X, y=None, *, mask=None):
     """Negative BIC of a fitted mixture (or a Pipeline ending in one).
 
     Usable as ``scoring`` in :class:`~sklearn.model_selection.GridSearchCV`:
-    higher is better. Extra keyword arguments (``mask``) go to ``bic``.
+    higher is better. ``mask`` goes to ``bic`` (and to the ``transform`` of
+    the steps of a Pipeline that take one).
+
+    A model fitted with a mask must be scored with one, or its BIC would
+    count every pixel, the background included: the scorer refuses it
+    without. scikit-learn passes fit's ``mask`` on to the scorer (split
+    like ``X``) only with metadata routing, which the scorer requests the
+    mask from::
+
+        sklearn.set_config(enable_metadata_routing=True)
+        search = GridSearchCV(
+            DeepGaussianMixture().set_fit_request(mask=True),
+            {"n_components": [2, 3, 4]},
+            scoring=bic_scorer,
+        ).fit(images, mask=mask)
+
+    Raises
+    ------
+    ValueError
+        If the model was fitted with a mask and ``mask`` is None.
 
     Examples
     --------
@@ -95,6 +117,35 @@ def bic_scorer(estimator, X, y=None, **kwargs):
     {'n_components': 2}
     """
     if isinstance(estimator, Pipeline):
-        X = estimator[:-1].transform(X)
-        estimator = estimator[-1]
-    return -estimator.bic(X, **kwargs)
+        steps = [step for _, step in estimator.steps]
+    else:
+        steps = [estimator]
+    fitted_with_mask = any(getattr(step, "_fitted_with_mask", False) for step in steps)
+    if mask is None and fitted_with_mask:
+        raise ValueError(
+            "The model was fitted with a mask, but bic_scorer got none: its "
+            "BIC would count every pixel, the background included. Pass the "
+            "mask of X (mask=...). In GridSearchCV or cross_validate, turn on "
+            "scikit-learn's metadata routing, which passes fit's mask on to "
+            "the scorer: sklearn.set_config(enable_metadata_routing=True) and "
+            "estimator.set_fit_request(mask=True) (bic_scorer requests the mask "
+            "itself)."
+        )
+    kwargs = {} if mask is None else {"mask": mask}
+    for step in steps[:-1]:
+        if step is None or step == "passthrough":
+            continue
+        takes_mask = "mask" in inspect.signature(step.transform).parameters
+        X = step.transform(X, **kwargs) if takes_mask else step.transform(X)
+    return -steps[-1].bic(X, **kwargs)
+
+
+def _bic_scorer_routing():
+    """bic_scorer requests the ``mask`` of the data it scores (metadata
+    routing)."""
+    request = MetadataRequest(owner="bic_scorer")
+    request.score.add_request(param="mask", alias=True)
+    return request
+
+
+bic_scorer.get_metadata_routing = _bic_scorer_routing

@@ -1,6 +1,7 @@
 """Deep Gaussian mixture model (Schwab, Mayr & Haltmeier, arXiv 2404.12252)."""
 
 import copy
+import dataclasses
 import warnings
 from numbers import Integral, Real
 
@@ -41,6 +42,15 @@ from ._layout import (
 
 # Pixels drawn for the input's scaling and the initial EM fit.
 _INITIAL_PIXELS = 100_000
+
+
+def _in_dtype(mixture, dtype):
+    """The arrays of a fitted mixture in ``dtype``: float32 input gives
+    float32 Gaussians, as GaussianMixture's."""
+    arrays = ("weights", "means", "covariances", "precisions_cholesky", "precisions")
+    return dataclasses.replace(
+        mixture, **{name: getattr(mixture, name).astype(dtype) for name in arrays}
+    )
 
 
 class DeepGaussianMixture(DensityMixin, BaseEstimator):
@@ -121,6 +131,19 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
     spatial_dims : {2, 3}, default=2
         Spatial dimensions of image stacks: 2 for ``(n, H, W[, C])``, 3 for
         volumes ``(n, D, H, W[, C])``. Ignored for 2-D (tabular) input.
+
+    channel_axis : "auto", None or int, default="auto"
+        The axis of image stacks that holds the channels, as scikit-image's
+        ``channel_axis``: None for no channel axis ``(n, *spatial)``, -1 for
+        the last ``(n, *spatial, C)``, 1 for PyTorch's ``(n, C, *spatial)``.
+        "auto" reads channels on the last axis when X has ``spatial_dims +
+        2`` axes, and warns where that reading looks wrong (more channels
+        than pixels along an image axis, or more than 16; a last image axis
+        as short as colour channels; a 2-D array about as wide as it is
+        long); passing the axis silences the warning. Outputs are channels
+        last whatever it is. A 2-D array is always tabular data
+        ``(n_samples, n_features)``: a single image is a stack of one,
+        ``X[None]``.
 
     network_width : int, default=8
         Channels of the first layer of the network (doubled at each level of
@@ -250,9 +273,12 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         ``warm_start``, the iterations of earlier fits come first.
 
     loss_curve_ : list of float
-        The training loss at each iteration (per pixel, in the likelihood's
-        units: the input standardised), earlier fits first as in
-        ``lower_bounds_``.
+        The training loss at each iteration, per pixel and averaged over the
+        training images as ``lower_bounds_``, in the same units: the
+        mixture's energy (whose minimum over the responsibilities is
+        ``-lower_bounds_``; with ``spatially_variant`` it is
+        ``-lower_bounds_``) plus the Potts and mean regularisation terms.
+        Earlier fits first, as in ``lower_bounds_``.
 
     network_ : torch.nn.Module
         The trained network, on the CPU.
@@ -337,6 +363,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         verbose_interval=10,
         spatially_variant=False,
         spatial_dims=2,
+        channel_axis="auto",
         network_width=8,
         network_depth=2,
         learning_rate=1e-2,
@@ -365,6 +392,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         self.verbose_interval = verbose_interval
         self.spatially_variant = spatially_variant
         self.spatial_dims = spatial_dims
+        self.channel_axis = channel_axis
         self.network_width = network_width
         self.network_depth = network_depth
         self.learning_rate = learning_rate
@@ -475,6 +503,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         batches = self._batches(X, mask, layout, scaling, device, maps)
         run = train(batches, pixels, layout, scaling, settings, random_state, device, warm)
         mixture = fitted_mixture(run, batches, n_pixels, scaling, settings, device)
+        mixture = _in_dtype(mixture, X.dtype)
 
         # The fitted model changes in this one step: a fit that fails or is
         # interrupted before it leaves the previous one exactly as it was.
@@ -592,20 +621,26 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         if self.spatially_variant:
             X, mask, resp = self._responsibilities(X, mask)
             with np.errstate(divide="ignore"):
-                log_weights = np.log(resp)
+                log_weights = np.log(resp, dtype=np.float64)
         else:
             check_is_fitted(self)
             X, mask, _ = validate_input(self, X, mask, reset=False)
-            log_weights = np.log(self.weights_)
+            log_weights = np.log(self.weights_, dtype=np.float64)
+        # computed in float64, returned in the dtype of X and the fit (as
+        # GaussianMixture's)
         scores = pixel_log_likelihood(
             X,
             self._layout,
             log_weights,
-            (self.means_, self.precisions_cholesky_, self.covariance_type),
+            (
+                self.means_.astype(np.float64),
+                self.precisions_cholesky_.astype(np.float64),
+                self.covariance_type,
+            ),
             intensity_maps(
                 getattr(self, "_intensity_rescaling", None), X, mask, self._layout
             ),
-        )
+        ).astype(np.result_type(X.dtype, self.means_.dtype), copy=False)
         if mask is not None:
             scores[~mask] = 0.0
         return scores

@@ -7,6 +7,7 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
+from ._base import CHANNEL_AXIS_CONSTRAINT
 from ._layout import masked_pixels, unmask_pixels, validate_input
 
 
@@ -38,6 +39,12 @@ class PixelwiseMixture(MetaEstimatorMixin, BaseEstimator):
     spatial_dims : {2, 3}, default=2
         Spatial dimensions of image stacks, as in DeepGaussianMixture.
 
+    channel_axis : "auto", None or int, default="auto"
+        The axis of image stacks that holds the channels: None, -1, 1
+        (PyTorch's ``(n, C, *spatial)``), or "auto", as in
+        DeepGaussianMixture. A 2-D array is tabular data; a single image
+        is a stack of one, ``X[None]``.
+
     Attributes
     ----------
     estimator_ : estimator object
@@ -60,11 +67,13 @@ class PixelwiseMixture(MetaEstimatorMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "estimator": [HasMethods(["fit", "predict"])],
         "spatial_dims": [Interval(Integral, 2, 3, closed="both")],
+        "channel_axis": CHANNEL_AXIS_CONSTRAINT,
     }
 
-    def __init__(self, estimator, *, spatial_dims=2):
+    def __init__(self, estimator, *, spatial_dims=2, channel_axis="auto"):
         self.estimator = estimator
         self.spatial_dims = spatial_dims
+        self.channel_axis = channel_axis
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None, *, mask=None, **fit_params):

@@ -37,6 +37,25 @@ def _grey_image(image):
     return rescale_intensity(image, out_range=(0.0, 1.0))
 
 
+def _check_one_image(image, labels):
+    """A ValueError, naming the shapes, if ``image`` and ``labels`` are a
+    stack (or a volume) rather than one 2-D image and its label map."""
+    stack = labels.ndim > 2 or (
+        image.ndim == 3
+        and labels.ndim == 2
+        and image.shape[:2] != labels.shape
+        and image.shape[1:] == labels.shape
+    )
+    if stack:
+        raise ValueError(
+            f"Expected one 2-D image (height, width) or (height, width, "
+            f"n_channels) and its labels (height, width); got an image of "
+            f"shape {image.shape} and labels of shape {labels.shape}, a stack. "
+            f"Pass one image of the stack and its labels, e.g. images[0] and "
+            f"labels[0] (or one slice of a volume)."
+        )
+
+
 def overlay_rgb(image, labels, *, mask=None, alpha=0.3, boundaries=False):
     """The RGB picture of a label map over an image, as an array.
 
@@ -86,8 +105,9 @@ def overlay_rgb(image, labels, *, mask=None, alpha=0.3, boundaries=False):
     from skimage.color import label2rgb
     from skimage.segmentation import mark_boundaries
 
+    image, labels = np.asarray(image), np.asarray(labels)
+    _check_one_image(image, labels)
     grey = _grey_image(image)
-    labels = np.asarray(labels)
     if labels.shape != grey.shape:
         raise ValueError(
             f"labels must have the shape of the image, {grey.shape}; got "

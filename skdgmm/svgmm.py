@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import torch
+from sklearn import config_context
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
@@ -39,6 +40,11 @@ class SpatiallyVariantGaussianMixture(BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the initial GaussianMixture.
     spatial_dims : {2, 3}, default=2
+    channel_axis : "auto", None or int, default="auto"
+        The axis of image stacks that holds the channels: None, -1, 1
+        (PyTorch's ``(n, C, *spatial)``), or "auto", as in
+        DeepGaussianMixture. A 2-D array is tabular data; a single image
+        is a stack of one, ``X[None]``.
 
     Attributes
     ----------
@@ -73,6 +79,7 @@ class SpatiallyVariantGaussianMixture(BaseEstimator):
         max_iter=100,
         random_state=None,
         spatial_dims=2,
+        channel_axis="auto",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -81,6 +88,7 @@ class SpatiallyVariantGaussianMixture(BaseEstimator):
         self.max_iter = max_iter
         self.random_state = random_state
         self.spatial_dims = spatial_dims
+        self.channel_axis = channel_axis
 
     def _log_prob(self, pixels):
         return estimate_log_gaussian_prob(
@@ -106,13 +114,16 @@ class SpatiallyVariantGaussianMixture(BaseEstimator):
         """
         X, mask, layout = validate_input(self, X, mask, reset=True)
         pixels = masked_pixels(X, mask, layout).astype(np.float64)
-        initial = GaussianMixture(
-            self.n_components,
-            covariance_type=self.covariance_type,
-            tol=self.tol,
-            reg_covar=self.reg_covar,
-            random_state=self.random_state,
-        ).fit(pixels)
+        # NumPy pixels whatever the input (array_api_dispatch would limit
+        # init_params)
+        with config_context(array_api_dispatch=False):
+            initial = GaussianMixture(
+                self.n_components,
+                covariance_type=self.covariance_type,
+                tol=self.tol,
+                reg_covar=self.reg_covar,
+                random_state=self.random_state,
+            ).fit(pixels)
         self.means_ = initial.means_
         self.covariances_ = initial.covariances_
         self.precisions_cholesky_ = initial.precisions_cholesky_

@@ -336,6 +336,15 @@ def test_imagej_tiff_axes_choose_the_layout(tmp_path, capsys, data, axes, shape)
         assert "stack_preview_axis0_slice2.png" in printed
 
 
+def test_many_channels_from_the_file_axes_give_no_layout_warning(tmp_path, capsys):
+    # 20 channels on a 12 x 16 image: implausible for an array, not for a file
+    data = np.moveaxis(_segmentable((12, 16), 20), -1, 0)
+    _imagej(tmp_path / "bands.tif", data, "CYX")
+    assert _run(tmp_path / "bands.tif", "-k", 2, "-o", tmp_path) == 0
+    assert "channel_axis" not in capsys.readouterr().err
+    assert tifffile.imread(tmp_path / "bands_labels.tif").shape == (12, 16)
+
+
 def test_z_stack_as_2d_slices(tmp_path, capsys):
     volume = _segmentable((5, 16, 16))
     _imagej(tmp_path / "stack.tif", volume, "ZYX")

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.pipeline import make_pipeline
 from sklearn.utils import estimator_checks
@@ -85,3 +87,27 @@ def test_pipeline_with_deep_mixture(images):
 def test_bad_sigmas():
     with pytest.raises(ValueError, match="sigmas must be positive"):
         SpatialFeatures(sigmas=(1, -2)).fit(np.zeros((1, 4, 4)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sigmas=st.lists(
+        st.one_of(st.floats(), st.integers(-3, 3)), min_size=1, max_size=3
+    )
+)
+def test_sigmas_are_finite_positive_numbers_or_refused_at_fit(sigmas):
+    X = np.random.RandomState(0).rand(2, 7, 6)
+    model = SpatialFeatures(sigmas=tuple(sigmas))
+    if all(np.isfinite(sigma) and sigma > 0 for sigma in sigmas):
+        # huge and tiny ones too
+        assert np.isfinite(model.fit_transform(X)).all()
+    else:
+        # NaN was accepted, infinity crashed in scipy (OverflowError)
+        with pytest.raises(ValueError, match="sigmas must be positive finite"):
+            model.fit(X)
+
+
+@pytest.mark.parametrize("sigmas", [(np.nan,), (np.inf,), ("a",), ((1, 2),)])
+def test_sigmas_that_are_not_numbers_are_refused(sigmas):
+    with pytest.raises(ValueError, match="sigmas must be positive finite"):
+        SpatialFeatures(sigmas=sigmas).fit(np.zeros((1, 4, 4)))

@@ -3,12 +3,18 @@
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+import sklearn
+from sklearn.base import clone
 from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from skdgmm import DeepGaussianMixture, SpatialFeatures
 from skdgmm.datasets import load_mni152, load_nuclei, make_segmentation_images
 from skdgmm.metrics import bic_scorer, dice_score, match_labels
+
+from .conftest import FAST
 
 
 def test_dice_score():
@@ -36,6 +42,62 @@ def test_bic_scorer_is_negative_bic_also_in_a_pipeline(rng):
     assert bic_scorer(gm, X) == pytest.approx(-gm.bic(X))
     pipe = make_pipeline(StandardScaler(), GaussianMixture(2, random_state=0)).fit(X)
     assert bic_scorer(pipe, X) == pytest.approx(-pipe[-1].bic(pipe[0].transform(X)))
+
+
+FAST_MODEL = dict(FAST, max_iter=2, init_iter=2)
+
+
+@pytest.fixture
+def masked_images():
+    X, labels = make_segmentation_images(3, (20, 17), noise=0.2, random_state=0)
+    return X, labels > 0
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_grid_search_routes_the_mask_to_bic_scorer(masked_images, pipeline):
+    """GridSearchCV fitted with a mask scored BIC on every pixel."""
+    X, mask = masked_images
+    cv = KFold(3)
+    with sklearn.config_context(enable_metadata_routing=True):
+        model = DeepGaussianMixture(**FAST_MODEL).set_fit_request(mask=True)
+        if pipeline:
+            features = SpatialFeatures(sigmas=(1.0,)).set_fit_request(mask=True)
+            model = make_pipeline(features.set_transform_request(mask=True), model)
+            grid = {"deepgaussianmixture__n_components": [2, 3]}
+        else:
+            grid = {"n_components": [2, 3]}
+        search = GridSearchCV(model, grid, scoring=bic_scorer, cv=cv, error_score="raise")
+        search.fit(X, mask=mask)
+        for i, params in enumerate(search.cv_results_["params"]):
+            for split, (train, test) in enumerate(cv.split(X)):
+                fitted = clone(model).set_params(**params).fit(X[train], mask=mask[train])
+                expected = bic_scorer(fitted, X[test], mask=mask[test])
+                assert expected != bic_scorer(fitted, X[test], mask=np.ones_like(mask[test]))
+                got = search.cv_results_[f"split{split}_test_score"][i]
+                assert got == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_bic_scorer_refuses_a_model_fitted_with_a_mask_without_one(masked_images):
+    X, mask = masked_images
+    search = GridSearchCV(
+        DeepGaussianMixture(**FAST_MODEL),
+        {"n_components": [2, 3]},
+        scoring=bic_scorer,
+        cv=KFold(3),
+        error_score="raise",
+    )
+    # without metadata routing the scorer gets no mask
+    with pytest.raises(ValueError, match="fitted with a mask.*enable_metadata_routing"):
+        search.fit(X, mask=mask)
+    model = DeepGaussianMixture(2, **FAST_MODEL).fit(X, mask=mask)
+    with pytest.raises(ValueError, match="fitted with a mask"):
+        bic_scorer(model, X)
+    assert bic_scorer(model, X, mask=mask) == -model.bic(X, mask=mask)
+    # a model fitted without a mask scores every pixel, as before
+    model = DeepGaussianMixture(2, **FAST_MODEL).fit(X)
+    assert bic_scorer(model, X) == -model.bic(X)
 
 
 @pytest.mark.parametrize(

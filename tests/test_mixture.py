@@ -276,6 +276,46 @@ def test_lower_bound_is_in_input_units(images):
     assert model.lower_bound_ == pytest.approx(model.score(1000 * X[:1] + 50), abs=1e-3)
 
 
+def test_training_curves_are_python_floats_in_input_units(images):
+    X, _ = images
+    # deepSVG without regularisation: its loss is the negative log-likelihood
+    model = _model(3, spatially_variant=True, spatial_regularization=0.0, tol=0.0)
+    model.fit(1000 * X + 50)
+    assert len(model.loss_curve_) == len(model.lower_bounds_) == FAST["max_iter"]
+    # not np.float64 (the HTML repr showed them as such)
+    assert all(type(value) is float for value in model.lower_bounds_)
+    assert all(type(value) is float for value in model.loss_curve_)
+    # the loss was in the network's units, the log-likelihood in the input's
+    assert_allclose(model.loss_curve_, -np.array(model.lower_bounds_), rtol=1e-9)
+
+
+FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("tabular", [False, True])
+def test_fitted_gaussians_and_scores_keep_the_dtype_of_the_input(
+    images, covariance_type, dtype, tabular
+):
+    X, _ = images
+    X = np.stack([X, X**2], -1).astype(dtype)
+    if tabular:
+        X = X.reshape(-1, 2)
+    model = _model(3, covariance_type=covariance_type, max_iter=2, init_iter=2).fit(X)
+    # as GaussianMixture's
+    pixels = X.reshape(-1, 2)
+    gm = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(pixels)
+    for name in FITTED_ARRAYS:
+        assert getattr(model, name).dtype == getattr(gm, name).dtype == dtype, name
+    assert model.score_samples(X).dtype == gm.score_samples(pixels).dtype == dtype
+    assert isinstance(model.score(X), float) and isinstance(model.lower_bound_, float)
+    # the other dtype: promoted, as GaussianMixture does
+    other = X.astype(np.float64 if dtype == np.float32 else np.float32)
+    assert model.score_samples(other).dtype == gm.score_samples(other.reshape(-1, 2)).dtype
+    assert_allclose(model.score_samples(other), model.score_samples(X), rtol=1e-4)
+
+
 def test_an_image_without_masked_pixels_is_left_out(images):
     X, labels = images
     mask = labels > 0

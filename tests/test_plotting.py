@@ -67,6 +67,14 @@ def test_overlay_rejects_stacks_and_mismatched_labels(images):
         plot_overlay(X[0], truth[0][:5])
 
 
+@pytest.mark.parametrize("which", ["stack and labels", "stack and one label map"])
+def test_overlay_of_a_stack_says_that_it_wants_one_image(images, which):
+    X, truth = images  # (3, 20, 17): read before as one image of 17 channels
+    labels = truth if which == "stack and labels" else truth[0]
+    with pytest.raises(ValueError, match=r"one 2-D image.*shape \(3, 20, 17\)"):
+        plot_overlay(X, labels)
+
+
 def test_probabilities_one_map_per_component_and_uncertainty(images):
     X, _ = images
     mask = np.ones(X.shape, dtype=bool)

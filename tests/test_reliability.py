@@ -6,12 +6,14 @@ work starts; it never modifies its input.
 """
 
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 
 import joblib
 import numpy as np
 import pytest
+import sklearn
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from numpy.testing import assert_allclose, assert_array_equal
@@ -441,3 +443,164 @@ def test_skops_round_trip(images, name):
     loaded = sio.loads(data, trusted=sio.get_untrusted_types(data=data))
     for expected, got in zip(_outputs(estimator, X, mask), _outputs(loaded, X, mask)):
         assert_array_equal(got, expected)
+
+
+# -- predicting from threads ----------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["trained on patches", "tiled"])
+def test_predicting_from_threads_gives_the_sequential_result(images, monkeypatch, path):
+    """A forward pass once switched the shared network's normalisation to
+    the running statistics and back: threads changed each other's."""
+    X, _ = images
+    if path == "trained on patches":
+        model = DeepGaussianMixture(3, patch_pixels=16, **FAST_MODEL).fit(X)
+        assert bool(model.network_.trained_on_patches)
+    else:
+        model = DeepGaussianMixture(3, **FAST_MODEL).fit(X)
+        # the whole images go in tiles (running statistics), the crops not
+        monkeypatch.setattr("skdgmm._data.TILE_PIXELS", 64)
+        monkeypatch.setattr("skdgmm._networks.TILE_PIXELS", 64)
+    inputs = [X, X[:, :6, :7]] * 8
+
+    def outputs(x):
+        return model.predict_proba(x), model.predict(x)
+
+    sequential = [outputs(x) for x in inputs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        threaded = list(pool.map(outputs, inputs))
+    for (proba, labels), (expected_proba, expected_labels) in zip(threaded, sequential):
+        assert_array_equal(proba, expected_proba)
+        assert_array_equal(labels, expected_labels)
+
+
+# -- what never enters the model: values outside the mask -----------------------
+
+
+@st.composite
+def non_finite_outside_the_mask(draw):
+    """X of any layout, a mask, and NaN or infinities outside it only."""
+    kind = draw(st.sampled_from(["tabular", "images", "channels"]))
+    n = draw(st.integers(1, 3))
+    shape = {
+        "tabular": (draw(st.integers(6, 30)), draw(st.integers(1, 3))),
+        "images": (n, draw(st.integers(3, 8)), draw(st.integers(3, 8))),
+        "channels": (n, draw(st.integers(3, 8)), draw(st.integers(3, 8)), 2),
+    }[kind]
+    X = draw(hnp.arrays(np.float64, shape, elements=st.floats(-3, 3, width=16)))
+    pixel_shape = shape[:1] if kind == "tabular" else shape[:3]
+    mask = draw(hnp.arrays(np.bool_, pixel_shape))
+    assume(mask.sum() >= 3 and not mask.all())
+    outside = ~mask if kind == "images" else np.broadcast_to(~mask[..., None], shape)
+    bad = draw(hnp.arrays(np.bool_, shape)) & outside
+    assume(bad.any())
+    value = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+    # the replacement: the mean of each channel inside the mask
+    inside = X[mask]
+    filled = np.where(bad, inside.mean(0), X)
+    X = X.copy()
+    X[bad] = value
+    return X, mask, filled
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(data=non_finite_outside_the_mask(), name=st.sampled_from(sorted(ESTIMATORS)))
+def test_non_finite_values_outside_the_mask_are_accepted(data, name):
+    """Pixels outside the mask never enter the model: they may be NaN or
+    infinite (the network sees them as the mean of the mask's pixels)."""
+    X, mask, filled = data
+    X_copy = X.copy()
+    try:
+        reference = ESTIMATORS[name](2, 2).fit(filled, mask=mask)
+    except ValueError:
+        # data refused for another reason (degenerate values): refused alike
+        with pytest.raises(ValueError):
+            ESTIMATORS[name](2, 2).fit(X, mask=mask)
+        return
+    estimator = ESTIMATORS[name](2, 2).fit(X, mask=mask)
+    _check_outputs(estimator, X, mask)
+    for got, expected in zip(_outputs(estimator, X, mask), _outputs(reference, filled, mask)):
+        assert_array_equal(got, expected)
+    assert_array_equal(X, X_copy)  # the user's array is left alone
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+@pytest.mark.parametrize("value, match", [(np.nan, "NaN"), (np.inf, "infinity")])
+def test_non_finite_values_inside_the_mask_are_refused(images, name, value, match):
+    X, labels = images
+    mask = labels > 0
+    X = X.copy()
+    X[~mask] = np.nan
+    X[np.nonzero(mask)[0][0], np.nonzero(mask)[1][0], np.nonzero(mask)[2][0]] = value
+    with pytest.raises(ValueError, match=f"{match} inside the mask"):
+        ESTIMATORS[name](2, 2).fit(X, mask=mask)
+    fitted = ESTIMATORS[name](2, 2).fit(np.nan_to_num(X, nan=0.0, posinf=0.0), mask=mask)
+    method = "transform" if name == "features" else "predict"
+    with pytest.raises(ValueError, match=f"{match} inside the mask"):
+        getattr(fitted, method)(X, mask=mask)
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_images_of_different_sizes_get_a_message_that_says_what_to_do(images, name):
+    X, _ = images
+    with pytest.raises(ValueError, match=r"must share one shape.*\(20, 17\), \(20, 10\)"):
+        ESTIMATORS[name](2, 2).fit([X[0], X[1][:, :10]])
+    with pytest.raises(ValueError, match="pad them to one shape and pass a mask"):
+        ESTIMATORS[name](2, 2).fit([X[0], X[1][:, :10]])
+
+
+# -- torch tensors, with and without scikit-learn's array API dispatch ----------
+
+TORCH_ESTIMATORS = {
+    # under array_api_dispatch, GaussianMixture (the initial EM) takes no
+    # k-means initialization
+    "deep": lambda: DeepGaussianMixture(3, init_params="random", **FAST_MODEL),
+    "svgmm": lambda: ESTIMATORS["svgmm"](3, 2),
+    "features": lambda: ESTIMATORS["features"](3, 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_ESTIMATORS))
+@pytest.mark.parametrize("dispatch", [False, True])
+@pytest.mark.parametrize("tabular", [False, True])
+def test_torch_tensors_on_the_cpu_are_read_as_arrays(
+    images, monkeypatch, name, dispatch, tabular
+):
+    """They failed in input validation with a TypeError under
+    array_api_dispatch."""
+    X, labels = images
+    mask = labels > 0
+    if tabular:
+        X, mask = X.reshape(-1, 1), mask.reshape(-1)
+    # scikit-learn checks the variable when dispatch is turned on
+    monkeypatch.setenv("SCIPY_ARRAY_API", "1")
+    expected = _outputs(TORCH_ESTIMATORS[name]().fit(X, mask=mask), X, mask)
+    tensor = torch.as_tensor(X).requires_grad_(True)
+    with sklearn.config_context(array_api_dispatch=dispatch):
+        estimator = TORCH_ESTIMATORS[name]().fit(tensor, mask=torch.as_tensor(mask))
+        got = _outputs(estimator, tensor, torch.as_tensor(mask))
+    for a, b in zip(got, expected):
+        assert isinstance(a, np.ndarray)
+        assert_array_equal(a, b)
+
+
+def test_k_means_initialization_under_array_api_dispatch_is_refused_as_sklearn_does(
+    images, monkeypatch
+):
+    X, _ = images
+    monkeypatch.setenv("SCIPY_ARRAY_API", "1")
+    with sklearn.config_context(array_api_dispatch=True):
+        with pytest.raises(NotImplementedError, match="array_api_dispatch"):
+            GaussianMixture(3).fit(X.reshape(-1, 1))
+        with pytest.raises(NotImplementedError, match="array_api_dispatch"):
+            DeepGaussianMixture(3, **FAST_MODEL).fit(torch.as_tensor(X))
+
+
+def test_torch_tensors_on_another_device_are_refused(images):
+    X, _ = images
+    with pytest.raises(TypeError, match=r"torch tensor on the device 'meta'.*cpu\(\)\.numpy\(\)"):
+        DeepGaussianMixture(3, **FAST_MODEL).fit(torch.as_tensor(X, device="meta"))

@@ -109,6 +109,8 @@ def segment(args):
         args.n_components,
         spatially_variant=args.spatially_variant,
         spatial_dims=spatial_dims,
+        # the files' axes say where the channels are
+        channel_axis=-1 if data.ndim == spatial_dims + 2 else None,
         max_iter=args.max_iter,
         random_state=args.random_state,
         device=args.device,
