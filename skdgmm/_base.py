@@ -1,8 +1,7 @@
 """What the image mixtures share: parameter constraints and devices."""
 
-from numbers import Integral, Real
-
 import warnings
+from numbers import Integral, Real
 
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions

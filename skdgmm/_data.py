@@ -383,6 +383,9 @@ def pixel_log_likelihood(X, layout, log_weights, gaussians, rescaling=None):
     ``TILE_PIXELS`` samples) at a time, so that memory stays bounded.
     """
     means, precisions_chol, covariance_type = gaussians
+    means, precisions_chol = (
+        np.asarray(a, np.float64) for a in (means, precisions_chol)
+    )
     shape = layout.pixel_shape(X.shape)
     step = max(1, TILE_PIXELS // math.prod(shape[1:]))
     scores = np.empty(shape)

@@ -114,7 +114,9 @@ class Run:
 def _better(loss, best):
     """Whether a run of final ``loss`` beats the ``best`` run so far: a
     lower loss, and any number over one that is not (a diverged run)."""
-    return best is None or loss < best.loss or (np.isnan(best.loss) and not np.isnan(loss))
+    return (
+        best is None or loss < best.loss or (np.isnan(best.loss) and not np.isnan(loss))
+    )
 
 
 def train(batches, pixels, layout, scaling, settings, random_state, device, warm=None):
@@ -155,9 +157,16 @@ def train(batches, pixels, layout, scaling, settings, random_state, device, warm
             network = new_network(batches, layout, settings, generator, device)
             pretraining = pretrain(network, mixture, batches, settings, generator)
         run = _train_run(
-            network, initial, pretraining, batches, layout, scaling, settings,
+            network,
+            initial,
+            pretraining,
+            batches,
+            layout,
+            scaling,
+            settings,
             generator,
-            _initial_log_likelihood(scaled, initial, settings.covariance_type), init,
+            _initial_log_likelihood(scaled, initial, settings.covariance_type),
+            init,
             warm.history if warm else None,
         )
         if _better(run.loss, best):
@@ -168,8 +177,17 @@ def train(batches, pixels, layout, scaling, settings, random_state, device, warm
 
 
 def _train_run(
-    network, initial, pretraining, batches, layout, scaling, settings, generator,
-    reference, init, previous,
+    network,
+    initial,
+    pretraining,
+    batches,
+    layout,
+    scaling,
+    settings,
+    generator,
+    reference,
+    init,
+    previous,
 ):
     """Optimise the likelihood loss of one initialization."""
     loss_fn = _likelihood_loss(initial, batches, layout, scaling, settings)
@@ -298,7 +316,9 @@ def _likelihood_loss(initial, batches, layout, scaling, settings):
         spatially_variant=settings.spatially_variant,
         gaussians=settings.gaussians,
         # tabular samples have no neighbours
-        spatial_regularization=0.0 if layout.tabular else settings.spatial_regularization,
+        spatial_regularization=0.0
+        if layout.tabular
+        else settings.spatial_regularization,
         mean_regularization=settings.mean_regularization,
         mean_target=mean_target,
     )
@@ -407,12 +427,15 @@ def _m_step(pixels, resp, scaling, settings):
     # reg_covar) widens by orders of magnitude with it. One E-step with
     # the network's responsibilities as pixel-wise prior removes the leak
     # and leaves confident responsibilities as they are.
-    log_resp = estimate_log_gaussian_prob(
-        pixels,
-        means,
-        compute_precision_cholesky(covariances, covariance_type),
-        covariance_type,
-    ) + resp.log()
+    log_resp = (
+        estimate_log_gaussian_prob(
+            pixels,
+            means,
+            compute_precision_cholesky(covariances, covariance_type),
+            covariance_type,
+        )
+        + resp.log()
+    )
     return estimate_gaussian_parameters(
         pixels, log_resp.softmax(-1).nan_to_num(0.0), reg_covar, covariance_type
     )

@@ -103,9 +103,8 @@ def layout_for(ndim, spatial_dims, channel_axis=AUTO):
     if channel_axis is None:
         if ndim == 1 + spatial_dims:
             return Layout(spatial_dims, False)
-        hint = (
-            "For channels, pass channel_axis=-1 (the last axis) or 1"
-            + ("; for volumes, spatial_dims=3." if spatial_dims == 2 else ".")
+        hint = "For channels, pass channel_axis=-1 (the last axis) or 1" + (
+            "; for volumes, spatial_dims=3." if spatial_dims == 2 else "."
         )
         expected = f"and channel_axis=None (no channel axis), an image stack {without}"
     else:
@@ -148,9 +147,7 @@ def _warn_implausible(shape, layout, spatial_dims):
             warnings.warn(
                 f"X of shape {shape} is read as tabular data: {n_samples} "
                 f"samples of {n_features} features. If it is one image, pass "
-                f"it as a stack of one image, X[None]; "
-                + silence.format(-1)
-                + ".",
+                f"it as a stack of one image, X[None]; " + silence.format(-1) + ".",
                 UserWarning,
                 stacklevel=4,
             )
@@ -160,8 +157,7 @@ def _warn_implausible(shape, layout, spatial_dims):
         n_channels = shape[-1]
         if n_channels > min(spatial) or n_channels > _MAX_PLAUSIBLE_CHANNELS:
             volumes = (
-                "; if X is a stack of volumes without channels, pass "
-                "spatial_dims=3"
+                "; if X is a stack of volumes without channels, pass spatial_dims=3"
                 if spatial_dims == 2
                 else ""
             )
@@ -171,9 +167,7 @@ def _warn_implausible(shape, layout, spatial_dims):
                 f"axis: more channels than pixels along an image axis, or "
                 f"more than {_MAX_PLAUSIBLE_CHANNELS}. If the channels are "
                 f"axis 1 (PyTorch's (n_images, n_channels, *spatial)), pass "
-                f"channel_axis=1{volumes}; "
-                + silence.format(-1)
-                + ".",
+                f"channel_axis=1{volumes}; " + silence.format(-1) + ".",
                 UserWarning,
                 stacklevel=4,
             )

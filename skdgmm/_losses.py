@@ -141,7 +141,9 @@ def bound_covariances(covariances, initial, covariance_type):
     reference = component_variances(initial[2], covariance_type).sum(-1)
     trace = component_variances(covariances, covariance_type).sum(-1)
     factor = torch.where(
-        flat_components(initial, covariance_type), 1.0, (reference / trace).clamp(max=1.0)
+        flat_components(initial, covariance_type),
+        1.0,
+        (reference / trace).clamp(max=1.0),
     )
     extra_axes = covariances.ndim - factor.ndim
     return covariances * factor.reshape(factor.shape + (1,) * extra_axes)

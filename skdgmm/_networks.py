@@ -14,7 +14,6 @@ import contextvars
 import itertools
 import math
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F

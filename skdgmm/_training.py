@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-
 # Training that ends this much (nats per pixel) below where it started, and
 # below the initial EM fit, goes back to an earlier state; see optimize.
 GUARD_NATS = 0.5

@@ -2,7 +2,6 @@
 
 import copy
 import dataclasses
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -51,6 +50,24 @@ def _in_dtype(mixture, dtype):
     return dataclasses.replace(
         mixture, **{name: getattr(mixture, name).astype(dtype) for name in arrays}
     )
+
+
+def _check_warm_start(model):
+    """A ValueError if ``model``'s parameters changed what a warm start continues."""
+    for name, fitted in [
+        ("n_components", len(model.weights_)),
+        ("covariance_type", model._fitted_covariance_type),
+        (
+            "rescale_intensity",
+            getattr(model, "_intensity_rescaling", None) is not None,
+        ),
+    ]:
+        if getattr(model, name) != fitted:
+            raise ValueError(
+                f"warm_start continues the fitted model, whose {name} is "
+                f"{fitted!r}; {name} is now {getattr(model, name)!r}. Set "
+                f"warm_start=False to fit a new model."
+            )
 
 
 class DeepGaussianMixture(DensityMixin, BaseEstimator):
@@ -405,22 +422,6 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         self.rescale_intensity = rescale_intensity
         self.device = device
 
-    def _check_warm_start(self):
-        for name, fitted in [
-            ("n_components", len(self.weights_)),
-            ("covariance_type", self._fitted_covariance_type),
-            (
-                "rescale_intensity",
-                getattr(self, "_intensity_rescaling", None) is not None,
-            ),
-        ]:
-            if getattr(self, name) != fitted:
-                raise ValueError(
-                    f"warm_start continues the fitted model, whose {name} is "
-                    f"{fitted!r}; {name} is now {getattr(self, name)!r}. Set "
-                    f"warm_start=False to fit a new model."
-                )
-
     def _batches(self, X, mask, layout, scaling, device, maps):
         return image_batches(
             X,
@@ -474,34 +475,38 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         """
         warm = self.warm_start and hasattr(self, "network_")
         if warm:
-            self._check_warm_start()
+            _check_warm_start(self)
         # a warm start continues the fitted model: X must match it
         X, mask, layout, attributes = check_input(self, X, mask, reset=not warm)
         n_pixels = count_pixels(X.shape, mask, layout)
         settings = Settings.from_params(self.get_params())
         settings.check_sizes(
-            n_pixels, attributes.get("n_features_in_", getattr(self, "n_features_in_", 0))
+            n_pixels,
+            attributes.get("n_features_in_", getattr(self, "n_features_in_", 0)),
         )
 
         device = resolve_device(self.device)
         random_state = check_random_state(self.random_state)
         # the scaling and the initial Gaussians need few pixels
         if warm:
-            rescaling = getattr(self, "_intensity_rescaling", None)
-        else:
-            rescaling = collection_rescaling(X, mask, layout, self.rescale_intensity)
-        maps = intensity_maps(rescaling, X, mask, layout)
-        pixels = training_sample(X, mask, layout, _INITIAL_PIXELS, random_state, maps)
-        if warm:
-            scaling = self._scaling
+            rescaling, scaling = (
+                getattr(self, "_intensity_rescaling", None),
+                self._scaling,
+            )
             # training goes on as if it had not stopped (see History)
             warm = Run(
                 np.nan, np.nan, self.network_, self._history, self._initial_gaussians
             )
         else:
+            rescaling = collection_rescaling(X, mask, layout, self.rescale_intensity)
+        maps = intensity_maps(rescaling, X, mask, layout)
+        pixels = training_sample(X, mask, layout, _INITIAL_PIXELS, random_state, maps)
+        if not warm:
             scaling = Scaling.from_pixels(pixels.astype(np.float64), self.reg_covar)
         batches = self._batches(X, mask, layout, scaling, device, maps)
-        run = train(batches, pixels, layout, scaling, settings, random_state, device, warm)
+        run = train(
+            batches, pixels, layout, scaling, settings, random_state, device, warm
+        )
         mixture = fitted_mixture(run, batches, n_pixels, scaling, settings, device)
         mixture = _in_dtype(mixture, X.dtype)
 
@@ -632,11 +637,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             X,
             self._layout,
             log_weights,
-            (
-                self.means_.astype(np.float64),
-                self.precisions_cholesky_.astype(np.float64),
-                self.covariance_type,
-            ),
+            (self.means_, self.precisions_cholesky_, self.covariance_type),
             intensity_maps(
                 getattr(self, "_intensity_rescaling", None), X, mask, self._layout
             ),

@@ -12,7 +12,12 @@ from ._layout import check_mask, layout_for, masked_pixels
 
 
 def init_from_labels(
-    X, labels, *, n_components=None, covariance_type="full", reg_covar=1e-6,
+    X,
+    labels,
+    *,
+    n_components=None,
+    covariance_type="full",
+    reg_covar=1e-6,
     spatial_dims=2,
 ):
     """Initial mixture parameters from labelled pixels.

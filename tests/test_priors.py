@@ -8,8 +8,6 @@ from skdgmm import DeepGaussianMixture
 from skdgmm.datasets import make_segmentation_images
 from skdgmm.priors import init_from_labels
 
-from .conftest import FAST
-
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 
 
@@ -61,8 +59,12 @@ def test_images_with_channels_and_volumes(rng):
     labels = rng.randint(0, 2, (2, 6, 5))
     assert init_from_labels(X, labels)["means_init"].shape == (2, 3)
     volume = rng.standard_normal((2, 4, 6, 5))
-    init = init_from_labels(volume, labels.reshape(2, 6, 5)[:, None].repeat(4, 1),
-                            spatial_dims=3, covariance_type="diag")
+    init = init_from_labels(
+        volume,
+        labels.reshape(2, 6, 5)[:, None].repeat(4, 1),
+        spatial_dims=3,
+        covariance_type="diag",
+    )
     assert init["precisions_init"].shape == (2, 1)
 
 

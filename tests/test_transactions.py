@@ -30,8 +30,10 @@ def _snapshot(model):
 
 
 def _same(a, b):
-    return a[0] == b[0] and a[1].keys() == b[1].keys() and all(
-        torch.equal(a[1][k], b[1][k]) for k in a[1]
+    return (
+        a[0] == b[0]
+        and a[1].keys() == b[1].keys()
+        and all(torch.equal(a[1][k], b[1][k]) for k in a[1])
     )
 
 

@@ -261,6 +261,13 @@ def add_parser(commands):
     )
     add_estimator_options(parser)
     parser.add_argument("--random-state", type=int, metavar="N", help="seed")
+    _add_output_options(parser)
+    parser.set_defaults(run=segment, parser=parser)
+    return parser
+
+
+def _add_output_options(parser):
+    """What ``segment`` writes, and when."""
     parser.add_argument(
         "--overlay", action="store_true", help="also write an overlay PNG per image"
     )
@@ -273,5 +280,3 @@ def add_parser(commands):
         help="after a Ctrl-C during training, write the labels of the model as "
         "it was (by default nothing is written and the exit status is 130)",
     )
-    parser.set_defaults(run=segment, parser=parser)
-    return parser
