@@ -6,6 +6,7 @@ loss changes by less than ``tol``, and is the one place that handles an
 interruption (Ctrl-C) of training.
 """
 
+import copy
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -103,7 +104,9 @@ def optimize(
     if previous is not None:
         previous_losses = previous.losses
         if previous.optimizer_state is not None:
-            optimizer.load_state_dict(previous.optimizer_state)
+            # a copy: AdamW updates its state in place, and the fitted
+            # model's must not change before the fit succeeds
+            optimizer.load_state_dict(copy.deepcopy(previous.optimizer_state))
     history = History()
     kept, kept_iter = _state(network), 1
     floor = -math.inf
@@ -144,13 +147,30 @@ def optimize(
         )
     finally:
         network.eval()
-        history.optimizer_state = optimizer.state_dict()
+        history.optimizer_state = _cpu_copy(optimizer.state_dict())
     # NaN compares False: a diverged likelihood is restored too
     guarded = reference_log_likelihood is not None and history.log_likelihoods
     if guarded and not history.log_likelihoods[-1] >= floor:
         network.load_state_dict(kept)
         history.restored = kept_iter
     return history
+
+
+def _cpu_copy(state_dict):
+    """A copy of an optimizer's state on the CPU (a model trained on a GPU
+    must load on a machine without one)."""
+    return copy.deepcopy(
+        {
+            **state_dict,
+            "state": {
+                key: {
+                    name: value.detach().cpu() if torch.is_tensor(value) else value
+                    for name, value in state.items()
+                }
+                for key, state in state_dict["state"].items()
+            },
+        }
+    )
 
 
 def _state(network):

@@ -54,18 +54,20 @@ def _in_dtype(mixture, dtype):
 
 def _check_warm_start(model):
     """A ValueError if ``model``'s parameters changed what a warm start continues."""
-    for name, fitted in [
-        ("n_components", len(model.weights_)),
-        ("covariance_type", model._fitted_covariance_type),
+    for name, now, fitted in [
+        ("n_components", model.n_components, len(model.weights_)),
+        ("covariance_type", model.covariance_type, model._fitted_covariance_type),
         (
             "rescale_intensity",
+            # no effect on tabular data
+            model.rescale_intensity and not model._layout.tabular,
             getattr(model, "_intensity_rescaling", None) is not None,
         ),
     ]:
-        if getattr(model, name) != fitted:
+        if now != fitted:
             raise ValueError(
                 f"warm_start continues the fitted model, whose {name} is "
-                f"{fitted!r}; {name} is now {getattr(model, name)!r}. Set "
+                f"{fitted!r}; {name} is now {now!r}. Set "
                 f"warm_start=False to fit a new model."
             )
 
@@ -281,7 +283,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
 
     lower_bound_ : float
         Mean log-likelihood of the training pixels under the fitted mixture
-        (``score`` of the training data), in the units of the input.
+        (``score`` of the training data), in the units of the input (with
+        ``rescale_intensity``, of the typical training image: the change of
+        variables of each image is not counted).
 
     lower_bounds_ : list of float
         The training log-likelihood at each iteration: per pixel, averaged
@@ -515,7 +519,12 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         fitted = fitted_attributes(run, mixture, scaling, rescaling)
         set_input_attributes(self, attributes)
         vars(self).update(
-            fitted, _fitted_covariance_type=self.covariance_type, device_=device
+            fitted,
+            _fitted_covariance_type=self.covariance_type,
+            # a warm start on masked data scores inside masks from then on
+            _fitted_with_mask=mask is not None
+            or bool(warm and getattr(self, "_fitted_with_mask", False)),
+            device_=device,
         )
         warn_if_not_converged(run.history, settings)
         return self

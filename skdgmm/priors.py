@@ -89,6 +89,8 @@ def init_from_labels(
             f"{labels.dtype}."
         )
     labelled = check_mask(labels >= 0, layout.pixel_shape(X.shape))
+    if not labelled.any():
+        raise ValueError("labels hold no labelled pixel (all are -1).")
     if n_components is None:
         n_components = int(labels.max()) + 1
     if labels.min() < -1 or labels.max() >= n_components:
@@ -104,7 +106,7 @@ def init_from_labels(
         )
     pixels = torch.as_tensor(masked_pixels(X, labelled, layout))[None]
     resp = torch.nn.functional.one_hot(
-        torch.as_tensor(labels[labelled]), n_components
+        torch.as_tensor(labels[labelled].astype(np.int64)), n_components
     ).double()[None]
     nk, means, covariances = estimate_gaussian_parameters(
         pixels, resp, reg_covar, covariance_type

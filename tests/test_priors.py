@@ -77,6 +77,8 @@ def test_bad_labels_are_refused(rng):
     labels = np.zeros((2, 6, 6), int)
     with pytest.raises(ValueError, match=r"Classes \[1\] have no labelled pixel"):
         init_from_labels(X, labels, n_components=2)
+    with pytest.raises(ValueError, match="no labelled pixel"):
+        init_from_labels(X, np.full((2, 6, 6), -1))
     labels[0, 0, 0] = -2
     with pytest.raises(ValueError, match="-1 .unlabelled. or 0 .. 0"):
         init_from_labels(X, labels)
@@ -89,3 +91,12 @@ def test_the_input_is_not_modified(rng):
     init_from_labels(X, labels)
     assert_array_equal(X, X0)
     assert_array_equal(labels, labels0)
+
+
+def test_labels_of_any_integer_dtype(rng):
+    X = rng.standard_normal((2, 6, 6))
+    labels = rng.randint(0, 2, (2, 6, 6))
+    reference = init_from_labels(X, labels)
+    for dtype in (np.int8, np.int32, np.uint16):
+        init = init_from_labels(X, labels.astype(dtype))
+        assert_allclose(init["means_init"], reference["means_init"])

@@ -198,3 +198,32 @@ def test_max_iter_zero_returns_the_initialization(rng):
     np.testing.assert_allclose(model.means_, means_init)
     np.testing.assert_allclose(model.weights_, reference.weights_, rtol=1e-6)
     np.testing.assert_allclose(model.covariances_, reference.covariances_, rtol=1e-6)
+
+
+@pytest.mark.parametrize("where, error", _STAGES[1:])
+def test_a_failed_warm_start_leaves_the_previous_model_as_it_was(
+    images, monkeypatch, where, error
+):
+    X, _ = images
+    model = DeepGaussianMixture(3, warm_start=True, **FAST).fit(X)
+    before = _snapshot(model)
+    optimizer = {
+        (k, n): v.clone()
+        for k, state in model._history.optimizer_state["state"].items()
+        for n, v in state.items()
+    }
+    monkeypatch.setattr(where, _raise(error))
+    with pytest.raises(type(error)):
+        model.fit(X)
+    monkeypatch.undo()
+    assert _same(_snapshot(model), before)
+    # AdamW's state, which a warm start resumes, is a copy
+    after = model._history.optimizer_state["state"]
+    assert all(torch.equal(after[k][n], v) for (k, n), v in optimizer.items())
+
+
+def test_warm_start_on_tabular_data_ignores_rescale_intensity(rng):
+    X = rng.standard_normal((60, 2))
+    model = DeepGaussianMixture(2, warm_start=True, rescale_intensity=True, **FAST)
+    model.fit(X).fit(X)
+    assert model.n_iter_ >= 1
