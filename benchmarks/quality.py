@@ -83,10 +83,17 @@ def slice_dice(benchmark, i, labels, matched=True):
 
 # Settings that override the defaults of every DeepGaussianMixture (--params)
 OVERRIDES = {}
+# (n_iter_, converged_) of the deep models fitted by the method being run
+FITS = []
 
 
 def _deep(**params):
     return DeepGaussianMixture(**{"random_state": 0, **params, **OVERRIDES})
+
+
+def _fitted(model):
+    FITS.append((int(model.n_iter_), bool(model.converged_)))
+    return model
 
 
 def per_slice(make_labels):
@@ -135,7 +142,9 @@ def deep(spatially_variant):
         model = _deep(
             n_components=benchmark.n_components, spatially_variant=spatially_variant
         )
-        return model.fit_predict(X, mask=mask)
+        labels = model.fit_predict(X, mask=mask)
+        _fitted(model)
+        return labels
 
     return segment
 
@@ -156,7 +165,7 @@ def amortized(spatially_variant):
             model = _deep(
                 n_components=benchmark.n_components, spatially_variant=spatially_variant
             )
-            model.fit(benchmark.images[~test], mask=benchmark.masks[~test])
+            _fitted(model.fit(benchmark.images[~test], mask=benchmark.masks[~test]))
             labels[test] = model.predict(
                 benchmark.images[test], mask=benchmark.masks[test]
             )
@@ -168,7 +177,8 @@ def amortized(spatially_variant):
 def fit_collection(benchmark, **params):
     """One network fitted on all the slices at once: (their labels, model)."""
     model = _deep(n_components=benchmark.n_components, **params)
-    return model.fit_predict(benchmark.images, mask=benchmark.masks), model
+    labels = model.fit_predict(benchmark.images, mask=benchmark.masks)
+    return labels, _fitted(model)
 
 
 def collection(spatially_variant):
@@ -209,10 +219,13 @@ def evaluate(benchmark, methods):
             continue  # thresholds need a single channel
         if "amortized" in name and len(np.unique(benchmark.groups)) < 2:
             continue
+        FITS.clear()
         labels, seconds = timed(METHODS[name], benchmark)
         seconds /= len(benchmark.images)
         dice = [slice_dice(benchmark, i, labels[i]) for i in range(len(labels))]
-        rows.append(_result(benchmark.name, name, benchmark.scored, dice, seconds))
+        rows.append(
+            _result(benchmark.name, name, benchmark.scored, dice, seconds, FITS)
+        )
     return rows
 
 
@@ -322,8 +335,9 @@ def _summary(scored, dice):
     )
 
 
-def _result(dataset, method, scored, dice, seconds):
-    """One row of results from per-slice Dice (slices x scored classes)."""
+def _result(dataset, method, scored, dice, seconds, fits=()):
+    """One row of results from per-slice Dice (slices x scored classes) and
+    the ``(n_iter_, converged_)`` of the deep models fitted."""
     row = dict(
         dataset=dataset,
         method=method,
@@ -332,20 +346,36 @@ def _result(dataset, method, scored, dice, seconds):
         n_images=len(dice),
         overrides=dict(OVERRIDES),
     )
+    if fits:
+        n_iter, converged = np.array(fits).T
+        row.update(n_iter=n_iter.tolist(), converged=int(converged.sum()))
     print(_row(row), flush=True)
     return row
+
+
+def _n_iter_cell(row):
+    """``n_iter_``: the median [range] and how many fits converged."""
+    if "n_iter" not in row:
+        return "—"
+    n_iter = row["n_iter"]
+    if len(n_iter) == 1:
+        spread = str(n_iter[0])
+    else:
+        spread = f"{np.median(n_iter):.0f} [{min(n_iter)}–{max(n_iter)}]"
+    return f"{spread}, {row['converged']}/{len(n_iter)} converged"
 
 
 def _row(row):
     per_class = " / ".join(f"{d:.3f}" for d in row["dice"].values())
     return (
         f"| {row['dataset']} | {row['method']} | {row['mean_dice']:.3f} | "
-        f"{per_class} | {row['seconds_per_image']:.2f} |"
+        f"{per_class} | {row['seconds_per_image']:.2f} | {_n_iter_cell(row)} |"
     )
 
 
 HEADER = (
-    "| data | method | mean Dice | Dice per class | s / image |\n|---|---|---|---|---|"
+    "| data | method | mean Dice | Dice per class | s / image | n_iter_ |\n"
+    "|---|---|---|---|---|---|"
 )
 
 

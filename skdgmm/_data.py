@@ -145,11 +145,14 @@ def image_ranges(X, mask, layout):
 
 
 def collection_rescaling(X, mask, layout, enabled):
-    """The :class:`IntensityRescaling` of a training stack, or None when not
-    ``enabled`` or for tabular data."""
+    """The :class:`IntensityRescaling` of a training stack and the slopes and
+    offsets of its images (each image's percentiles computed once), or
+    ``(None, None)`` when not ``enabled`` or for tabular data."""
     if not enabled or layout.tabular:
-        return None
-    return IntensityRescaling.of_collection(image_ranges(X, mask, layout))
+        return None, None
+    ranges = image_ranges(X, mask, layout)
+    rescaling = IntensityRescaling.of_collection(ranges)
+    return rescaling, rescaling.maps(ranges)
 
 
 def intensity_maps(rescaling, X, mask, layout):
@@ -369,6 +372,20 @@ def network_responsibilities(network, batches, n_components):
                 network(batch.x_net).softmax(1).cpu().numpy()
             )
     return resp
+
+
+def network_labels(network, batches):
+    """The most responsible component of every pixel of ``batches``: an
+    int array ``(N, *spatial)``, -1 outside the crops. The argmax of the
+    logits, which the softmax keeps in order: labels alone need neither the
+    softmax nor an array of responsibilities."""
+    labels = np.full((len(batches),) + batches.X.shape[2:], -1, dtype=np.intp)
+    with torch.no_grad():
+        for batch in batches.ordered():
+            labels[(batch.index, *batch.region)] = (
+                network(batch.x_net).argmax(1).cpu().numpy()
+            )
+    return labels
 
 
 def pixel_log_likelihood(X, layout, log_weights, gaussians, rescaling=None):

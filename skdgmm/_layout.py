@@ -205,7 +205,12 @@ def channels_last(Y, layout):
 
     Returns an array of shape ``pixel_shape + (K,)``.
     """
-    Y = np.moveaxis(Y, 1, -1)
+    return pixels_last(np.moveaxis(Y, 1, -1), layout)
+
+
+def pixels_last(Y, layout):
+    """Inverse of :func:`channels_first` for per-pixel outputs ``(N,
+    *spatial)`` (label maps): an array of ``pixel_shape``."""
     return Y[0] if layout.tabular else Y
 
 

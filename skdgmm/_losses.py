@@ -246,14 +246,20 @@ def likelihood_loss(
 def pretraining_loss(log_weights, means, precisions_chol, covariance_type):
     """The loss that fits the network to the posteriors of a Gaussian
     mixture (tensors of its parameters, with a leading axis of length 1 for
-    the means and precisions): the soft cross-entropy, and no likelihood."""
+    the means and precisions): the soft cross-entropy; the loss function
+    returns ``(loss, divergence)``, the second the Kullback-Leibler
+    divergence of the network's responsibilities from the posteriors (nats
+    per pixel, detached), which tells how close the network has come."""
 
     def loss_fn(network, batch):
         log_prob = estimate_log_gaussian_prob(
             batch.pixels(batch.x_lik), means, precisions_chol, covariance_type
         )
         target = (log_prob + log_weights).log_softmax(-1)
-        loss = batch.image_mean(soft_cross_entropy(network(batch.x_net), target, batch))
-        return loss, torch.nan
+        cross_entropy = soft_cross_entropy(network(batch.x_net), target, batch)
+        # a posterior of exactly 0 contributes nothing (0 log 0 = 0)
+        entropy = -(target.exp() * target).nan_to_num(0.0).sum(-1)
+        divergence = cross_entropy - batch.masked_mean(entropy)
+        return batch.image_mean(cross_entropy), batch.image_mean(divergence).detach()
 
     return loss_fn

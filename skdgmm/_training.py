@@ -1,8 +1,10 @@
 """The optimisation loop: AdamW over shuffled mini-batches.
 
-Losses are functions ``loss_fn(network, batch) -> (loss, log_likelihood)``
-(see :mod:`skdgmm._losses`); :func:`optimize` minimises one until the epoch
-loss changes by less than ``tol``, and is the one place that handles an
+Losses are functions ``loss_fn(network, batch) -> (loss, monitored)``
+(see :mod:`skdgmm._losses`), the second the log-likelihood in training and
+the divergence from the targets in pre-training; :func:`optimize` minimises
+one until the epoch loss changes by less than ``tol`` (or the monitored
+value falls below ``stop_below``), and is the one place that handles an
 interruption (Ctrl-C) of training.
 """
 
@@ -23,6 +25,7 @@ class History:
     """What one run of :func:`optimize` went through."""
 
     losses: list = field(default_factory=list)
+    # the loss function's monitored value: the log-likelihood in training
     log_likelihoods: list = field(default_factory=list)
     converged: bool = False
     interrupted: bool = False
@@ -81,14 +84,16 @@ def optimize(
     on_iter=None,
     reference_log_likelihood=None,
     previous=None,
+    stop_below=None,
 ):
     """Minimise ``loss_fn`` with AdamW, one epoch over ``batches`` per iteration.
 
     ``loss_fn(network, batch)`` returns ``(loss, log_likelihood)`` (scalars).
     Stops when the epoch loss changes by less than ``tol`` per iteration
     (averaged over the last ``_STOPPING_WINDOW`` iterations), after ``max_iter``
-    epochs, or on KeyboardInterrupt, which keeps the network as it is and
-    warns. A ``previous`` :class:`History` is that of a training this one
+    epochs, once the epoch's monitored value falls below ``stop_below``
+    (when given), or on KeyboardInterrupt, which keeps the network as it is
+    and warns. A ``previous`` :class:`History` is that of a training this one
     continues (a warm start): its losses count in that average, and the
     optimizer starts from its state.
 
@@ -135,7 +140,8 @@ def optimize(
             change = _mean_change([*previous_losses, *history.losses])
             if on_iter is not None:
                 on_iter(n_iter, history.losses[-1], change)
-            if abs(change) < tol:
+            below = stop_below is not None and history.log_likelihoods[-1] < stop_below
+            if below or abs(change) < tol:
                 history.converged = True
                 break
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from ._data import (
     collection_rescaling,
     image_batches,
     intensity_maps,
+    network_labels,
     network_responsibilities,
     pixel_log_likelihood,
     training_sample,
@@ -35,6 +36,7 @@ from ._layout import (
     channels_last,
     check_input,
     count_pixels,
+    pixels_last,
     set_input_attributes,
     validate_input,
 )
@@ -190,11 +192,15 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         patches normalises its features there with the statistics it
         recorded in training rather than the image's own.
 
-    init_iter : int, default=20
-        Iterations fitting the network to the responsibilities of the initial
-        Gaussian mixture (fitted by EM, started as ``init_params`` says)
-        before the likelihood is optimized. Few iterations leave the network
-        with the smooth approximation it learns first: its spatial prior.
+    init_iter : int, default=100
+        Most iterations fitting the network to the responsibilities of the
+        initial Gaussian mixture (fitted by EM, started as ``init_params``
+        says) before the likelihood is optimized. Pre-training stops earlier,
+        once the network's responsibilities are within 0.05 nats per pixel
+        (Kullback-Leibler divergence) of the mixture's posteriors: close
+        enough that no class is lost when training starts, soft enough to
+        keep the smooth approximation a network learns first, its spatial
+        prior.
 
     mean_regularization : float, default=0.0
         Weight of the penalty ``sum_k ||m_k - mean_batch(mu_k)||^2`` (in units
@@ -390,7 +396,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         learning_rate=1e-2,
         batch_size=8,
         patch_pixels=65536,
-        init_iter=20,
+        init_iter=100,
         mean_regularization=0.0,
         spatial_regularization=4.0,
         gaussians="bounded",
@@ -497,13 +503,15 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
                 getattr(self, "_intensity_rescaling", None),
                 self._scaling,
             )
+            maps = intensity_maps(rescaling, X, mask, layout)
             # training goes on as if it had not stopped (see History)
             warm = Run(
                 np.nan, np.nan, self.network_, self._history, self._initial_gaussians
             )
         else:
-            rescaling = collection_rescaling(X, mask, layout, self.rescale_intensity)
-        maps = intensity_maps(rescaling, X, mask, layout)
+            rescaling, maps = collection_rescaling(
+                X, mask, layout, self.rescale_intensity
+            )
         pixels = training_sample(X, mask, layout, _INITIAL_PIXELS, random_state, maps)
         if not warm:
             scaling = Scaling.from_pixels(pixels.astype(np.float64), self.reg_covar)
@@ -529,8 +537,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         warn_if_not_converged(run.history, settings)
         return self
 
-    def _responsibilities(self, X, mask):
-        """Validated X, mask and the network's responsibilities."""
+    def _inference(self, X, mask):
+        """Validated X, mask and layout, their batches and the network that
+        labels them (on the inference device)."""
         check_is_fitted(self)
         X, mask, layout = validate_input(self, X, mask, reset=False)
         device = inference_device(self.device)
@@ -541,6 +550,11 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         network = self.network_
         if device.type != "cpu":
             network = copy.deepcopy(network).to(device=device, dtype=batches.dtype)
+        return X, mask, layout, batches, network
+
+    def _responsibilities(self, X, mask):
+        """Validated X, mask and the network's responsibilities."""
+        X, mask, layout, batches, network = self._inference(X, mask)
         resp = network_responsibilities(network, batches, len(self.weights_))
         resp = channels_last(resp, layout)
         if mask is not None:
@@ -574,8 +588,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             stack = dask.array.from_zarr(...).rechunk((8, -1, -1))
             labels = stack.map_blocks(model.predict, dtype=int)
         """
-        _, mask, resp = self._responsibilities(X, mask)
-        labels = resp.argmax(-1)
+        _, mask, layout, batches, network = self._inference(X, mask)
+        labels = pixels_last(network_labels(network, batches), layout)
         if mask is not None:
             labels[~mask] = -1
         return labels

@@ -289,7 +289,13 @@ def test_training_curves_are_python_floats_in_input_units(images):
     assert_allclose(model.loss_curve_, -np.array(model.lower_bounds_), rtol=1e-9)
 
 
-FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
+FITTED_ARRAYS = (
+    "weights_",
+    "means_",
+    "covariances_",
+    "precisions_",
+    "precisions_cholesky_",
+)
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
@@ -312,7 +318,9 @@ def test_fitted_gaussians_and_scores_keep_the_dtype_of_the_input(
     assert isinstance(model.score(X), float) and isinstance(model.lower_bound_, float)
     # the other dtype: promoted, as GaussianMixture does
     other = X.astype(np.float64 if dtype == np.float32 else np.float32)
-    assert model.score_samples(other).dtype == gm.score_samples(other.reshape(-1, 2)).dtype
+    assert (
+        model.score_samples(other).dtype == gm.score_samples(other.reshape(-1, 2)).dtype
+    )
     assert_allclose(model.score_samples(other), model.score_samples(X), rtol=1e-4)
 
 
@@ -453,3 +461,33 @@ def test_grid_search_through_a_pipeline_in_parallel():
         sequential.cv_results_["mean_test_score"],
     )
     assert parallel.best_params_ == sequential.best_params_
+
+
+@pytest.mark.parametrize(
+    "layout",
+    ["tabular", "stack", "channels", "volumes", "masked", "patches"],
+)
+def test_labels_are_the_argmax_of_the_responsibilities(layout):
+    """predict takes the argmax of the logits, without the softmax; the
+    labels are those of predict_proba on every input layout."""
+    images, _ = make_segmentation_images(3, (24, 24), n_classes=3, random_state=0)
+    X, mask, params = images, None, {}
+    if layout == "tabular":
+        X = images.reshape(-1, 1)[:500]
+    elif layout == "channels":
+        X = np.stack([images, images**2], axis=-1)
+    elif layout == "volumes":
+        X, params = images[None], {"spatial_dims": 3}
+    elif layout == "masked":
+        mask = np.zeros(images.shape, bool)
+        mask[:, 4:18, 6:20] = True
+    elif layout == "patches":
+        params = {"patch_pixels": 256}
+    model = DeepGaussianMixture(3, **FAST, **params).fit(X, mask=mask)
+    labels = model.predict(X, mask=mask)
+    resp = model.predict_proba(X, mask=mask)
+    expected = resp.argmax(-1)
+    if mask is not None:
+        expected[~mask] = -1
+    assert labels.dtype.kind == "i"
+    assert_array_equal(labels, expected)
