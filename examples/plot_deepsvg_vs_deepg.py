@@ -10,13 +10,15 @@ responsibilities ``w[x, k]`` are the weights of pixel ``x``: the spatially
 variant Gaussian mixture, whose weights vary smoothly over the image.
 
 Both are fitted here on one noisy synthetic image of three classes, next to
-scikit-learn's :class:`~sklearn.mixture.GaussianMixture`, and their
-probability maps and uncertainty (the entropy of each pixel's posterior) are
-compared.
+scikit-learn's :class:`~sklearn.mixture.GaussianMixture`, whose posteriors
+are also smoothed by a Gaussian filter of 2 pixels (the cheap spatial prior
+the networks have to beat), and their probability maps and uncertainty (the
+entropy of each pixel's posterior) are compared.
 """
 
 import matplotlib.pyplot as plt
 import numpy as np
+from scipy import ndimage
 from sklearn.mixture import GaussianMixture
 
 from skdgmm import DeepGaussianMixture, PixelwiseMixture
@@ -33,23 +35,38 @@ models = {
     ),
 }
 
-fig, axes = plt.subplots(1, 4, figsize=(13, 4.1), layout="constrained")
+em_proba = models["GaussianMixture (EM)"].fit(images).predict_proba(images)
+probabilities = {
+    "GaussianMixture (EM)": em_proba,
+    # EM's posteriors smoothed over 2 pixels of each image
+    "EM, smoothed": ndimage.gaussian_filter(em_proba, (0, 2, 2, 0)),
+    **{
+        name: models[name].fit(images).predict_proba(images)
+        for name in ["deepG", "deepSVG"]
+    },
+}
+
+fig, axes = plt.subplots(1, 5, figsize=(16, 4.1), layout="constrained")
 plot_overlay(images[0], truth[0], ax=axes[0], title="ground truth")
-for ax, (name, model) in zip(axes[1:], models.items()):
-    labels = model.fit_predict(images)
-    matched = match_labels(truth, labels, [0, 1, 2], [0, 1, 2])
+for ax, (name, proba) in zip(axes[1:], probabilities.items()):
+    matched = match_labels(truth, proba.argmax(-1), [0, 1, 2], [0, 1, 2])
     accuracy = np.mean(matched == truth)
     print(f"{name}: {accuracy:.1%} of the pixels right")
     plot_overlay(images[0], matched[0], ax=ax, title=f"{name}\naccuracy {accuracy:.1%}")
 plt.show()
 
 # %%
+# On this one image deepG gets about a point more pixels right than smoothed
+# EM (94.2 % against 93.2 % when this was written) and deepSVG about as many,
+# at many times the cost; plain EM is far behind.
+#
 # Probability maps
 # ----------------
-# EM's posteriors change from pixel to pixel with the noise; the networks
-# give smooth maps, uncertain only along the edges between regions.
-for name, model in models.items():
-    axes = plot_probabilities(model.predict_proba(images)[0])
+# EM's posteriors change from pixel to pixel with the noise; smoothed, they
+# vary as slowly as the networks' maps, which are uncertain only along the
+# edges between regions.
+for name, proba in probabilities.items():
+    axes = plot_probabilities(proba[0])
     axes[0].figure.suptitle(name)
 plt.show()
 

@@ -7,15 +7,19 @@ network for all of them: it labels an image it has never seen in one forward
 pass, with no EM iterations, and it gives the same class the same label in
 every image.
 
-Here the model is trained on 16 synthetic images and labels 4 new ones;
+Here the model is trained on 16 synthetic images and labels 4 new ones.
 scikit-learn's :class:`~sklearn.mixture.GaussianMixture`, fitted on the
-pixels of the same 16 images, labels them too.
+pixels of the same 16 images, labels them too, once from its posteriors as
+they are and once from its posteriors smoothed by a Gaussian filter of 2
+pixels (:func:`scipy.ndimage.gaussian_filter`, then the most probable
+class): the cheap spatial prior that the network has to beat.
 """
 
 import time
 
 import matplotlib.pyplot as plt
 import numpy as np
+from scipy import ndimage
 from sklearn.mixture import GaussianMixture
 
 from skdgmm import DeepGaussianMixture, PixelwiseMixture
@@ -27,36 +31,55 @@ images, truth = make_segmentation_images(20, (48, 48), noise=0.6, random_state=0
 train, new = images[:16], images[16:]
 train_truth, new_truth = truth[:16], truth[16:]
 
-models = {
-    "GaussianMixture": PixelwiseMixture(GaussianMixture(3, random_state=0)),
-    "DeepGaussianMixture": DeepGaussianMixture(3, random_state=0, device="cpu"),
-}
-predicted = {}
-for name, model in models.items():
+em = PixelwiseMixture(GaussianMixture(3, random_state=0))
+deep = DeepGaussianMixture(3, random_state=0, device="cpu")
+for name, model in [("GaussianMixture", em), ("DeepGaussianMixture", deep)]:
     start = time.perf_counter()
     model.fit(train)
-    fitted = time.perf_counter() - start
+    print(f"{name}: trained in {time.perf_counter() - start:.1f} s")
+
+
+def smoothed(images, sigma=2.0):
+    """EM's labels from its posteriors smoothed over each image."""
+    proba = em.predict_proba(images)
+    return ndimage.gaussian_filter(proba, (0, sigma, sigma, 0)).argmax(-1)
+
+
+methods = {
+    "GaussianMixture": em.predict,
+    "GaussianMixture, smoothed": smoothed,
+    "DeepGaussianMixture": deep.predict,
+}
+predicted = {}
+for name, label in methods.items():
     start = time.perf_counter()
-    labels = model.predict(new)
+    labels = label(new)
     labelled = time.perf_counter() - start
     # cluster ids are arbitrary; one matching to the classes on the training
     # images names them for every new image, as a label means the same class
     # in all images
-    clusters = model.predict(train)
+    clusters = label(train)
     names = np.empty(3, dtype=int)
     names[clusters] = match_labels(train_truth, clusters, [0, 1, 2], [0, 1, 2])
     predicted[name] = names[labels]
     accuracy = np.mean(predicted[name] == new_truth)
     print(
-        f"{name}: trained in {fitted:.1f} s, labelled 4 new images in "
-        f"{labelled:.2f} s, {accuracy:.1%} of their pixels right"
+        f"{name}: labelled 4 new images in {labelled:.2f} s, "
+        f"{accuracy:.1%} of their pixels right"
     )
 
 # %%
-# The new images, their ground truth and the two segmentations. The deep
-# model's regions are cleaner: it learnt from the training images that
-# classes come in blobs.
-fig, axes = plt.subplots(3, 4, figsize=(10, 9.4), layout="constrained")
+# The new images, their ground truth and the three segmentations. Plain EM
+# labels each pixel on its own and gets the noisy ones wrong (about 72 % of
+# the pixels right). With its posteriors smoothed over 2 pixels it labels the
+# new images as well as the network or better (94.0 % against 92.5 % when
+# this was written), in a fraction of the time. A mixture fitted on the
+# pooled pixels of the training images also keeps its class numbers in every
+# image, as long as the images share their intensities, as these do. What
+# the network brings here is a spatial prior learnt from the training images
+# (classes come in blobs) instead of a filter width chosen by hand; on these
+# images it is not more accurate.
+fig, axes = plt.subplots(4, 4, figsize=(10, 12.4), layout="constrained")
 for i in range(4):
     plot_overlay(new[i], new_truth[i], ax=axes[0, i], title=f"new image {i}")
     for row, (name, labels) in zip(axes[1:], predicted.items()):
@@ -66,5 +89,5 @@ plt.show()
 
 # %%
 # The training of the network: the loss over the 16 images.
-plot_loss_curve(models["DeepGaussianMixture"])
+plot_loss_curve(deep)
 plt.show()

@@ -284,8 +284,9 @@ def _ragged_message(X):
         f"All the images (or samples) of X must share one shape; got a "
         f"{type(X).__name__} of {len(X)} arrays of the shapes {listed}. "
         f"Fitting on a collection of images of different sizes is not "
-        f"supported: pad them to one shape and pass a mask that leaves the "
-        f"padding out, or resize them to one shape, or fit them one by one."
+        f"supported: fit them one by one, or resize them to one shape, or "
+        f"pad them to one shape and pass a mask that leaves the padding out "
+        f"(without it the padding becomes one more cluster)."
     )
 
 

@@ -278,25 +278,73 @@ def test_verbose_is_passed_to_the_estimator(pngs, tmp_path, monkeypatch, verbose
     assert seen == [int(verbose)]
 
 
-def test_demo_writes_labels_and_a_preview(tmp_path, capsys, monkeypatch):
+@pytest.fixture
+def small_demo(monkeypatch):
+    """The demo on 3 + 1 images of 24x24 and a short training, to keep it fast."""
     import functools
 
-    import skdgmm.datasets
+    from skdgmm.cli import demo
 
-    image, truth = skdgmm.datasets.load_nuclei()
-    # a corner of the image and a short training keep the test fast
-    monkeypatch.setattr(
-        skdgmm.datasets, "load_nuclei", lambda: (image[:48, :48], truth[:48, :48])
-    )
+    monkeypatch.setattr(demo, "N_IMAGES", 3)
+    monkeypatch.setattr(demo, "N_NEW", 1)
+    monkeypatch.setattr(demo, "SHAPE", (24, 24))
     short = functools.partial(DeepGaussianMixture, max_iter=3)
     monkeypatch.setattr(skdgmm, "DeepGaussianMixture", short)
-    assert main(["demo", "--device", "cpu", "-o", str(tmp_path / "nuclei.png")]) == 0
-    labels = imread(tmp_path / "nuclei.png")
-    # one encoding with `segment`: component k as k
-    assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1}
-    preview = imread(tmp_path / "nuclei_preview.png")
+
+
+def test_demo_compares_three_methods_and_writes_a_picture(
+    small_demo, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    table = {line.split("  ")[0]: line for line in out.splitlines()}
+    for method in [
+        "GaussianMixture",
+        "GaussianMixture, smoothed (sigma=2 px)",
+        "DeepGaussianMixture",
+    ]:
+        # a mean Dice and the seconds on the method's row
+        dice, seconds = map(float, table[method].split()[-2:])
+        assert 0 <= dice <= 1 and seconds >= 0
+    text = " ".join(out.split())  # the sentences are wrapped
+    assert "1 new images, labelled by the fitted network in one forward" in text
+    assert "the same class numbers in every image without re-matching" in text
+    # by default the picture goes to the current directory: the images, their
+    # classes and the three methods, one row each, 2 pixels apart
+    picture = imread(tmp_path / "skdgmm_demo.png")
+    assert picture.shape == (5 * 24 + 4 * 2, 3 * 24 + 2 * 2, 3)
+    assert "skdgmm_demo.png" in out
+
+
+def test_demo_writes_labels_and_a_preview(small_demo, tmp_path, capsys):
+    picture = tmp_path / "comparison.png"
+    argv = ["demo", "--device", "cpu", "--picture", str(picture)]
+    assert main([*argv, "-o", str(tmp_path / "demo.png")]) == 0
+    assert picture.exists()
+    labels = imread(tmp_path / "demo.png")
+    # one encoding with `segment`: component k as k; the 3 images side by side
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}
+    assert labels.shape == (24, 3 * 24)
+    preview = imread(tmp_path / "demo_preview.png")
     assert (preview[labels == 1] == COLOURS[1][1]).all()
-    assert "nuclei_preview.png" in capsys.readouterr().out
+    assert "demo_preview.png" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "smoothed, deep, says",
+    [
+        (0.93, 0.90, "smoothed posteriors is better here"),
+        (0.93, 0.935, "smoothed posteriors is as good here"),
+        (0.90, 0.95, "the deep model is ahead"),
+    ],
+)
+def test_demo_conclusion_follows_its_figures(smoothed, deep, says):
+    from skdgmm.cli.demo import _verdict
+
+    verdict = _verdict(smoothed, deep, speedup=50)
+    assert says in verdict and "50x faster" in verdict
+    assert "new images labelled in one forward pass" in verdict
 
 
 def _imagej(path, data, axes):

@@ -549,7 +549,7 @@ def test_images_of_different_sizes_get_a_message_that_says_what_to_do(images, na
     X, _ = images
     with pytest.raises(ValueError, match=r"must share one shape.*\(20, 17\), \(20, 10\)"):
         ESTIMATORS[name](2, 2).fit([X[0], X[1][:, :10]])
-    with pytest.raises(ValueError, match="pad them to one shape and pass a mask"):
+    with pytest.raises(ValueError, match="fit them one by one, or resize them"):
         ESTIMATORS[name](2, 2).fit([X[0], X[1][:, :10]])
 
 

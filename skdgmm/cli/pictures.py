@@ -77,3 +77,22 @@ def write_overlay(path, image, labels, where):
 
     picture = overlay_rgb(_take(image, where), _take(labels, where))
     imsave(path, (picture * 255).round().astype(np.uint8), check_contrast=False)
+
+
+def write_grid(path, rows, gap=2):
+    """A PNG of uint8 RGB tiles of one shape, in ``rows`` (lists of tiles of
+    equal length), with white lines of ``gap`` pixels between them."""
+    from skimage.io import imsave
+
+    height, width, _ = rows[0][0].shape
+    n_rows, n_cols = len(rows), len(rows[0])
+    grid = np.full(
+        (n_rows * (height + gap) - gap, n_cols * (width + gap) - gap, 3),
+        255,
+        dtype=np.uint8,
+    )
+    for i, row in enumerate(rows):
+        for j, tile in enumerate(row):
+            top, left = i * (height + gap), j * (width + gap)
+            grid[top : top + height, left : left + width] = tile
+    imsave(path, grid, check_contrast=False)
