@@ -107,8 +107,10 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         Non-negative regularization added to the diagonal of covariances, in
         the units of the input.
 
-    max_iter : int, default=100
+    max_iter : int, default=200
         Maximum number of training iterations (passes over the training set).
+        Most fits converge within 100; an unmasked 256x256 slice can take
+        about 120.
 
     n_init : int, default=1
         Number of initializations; the one with the lowest final loss is kept.
@@ -378,7 +380,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         covariance_type="full",
         tol=1e-3,
         reg_covar=1e-6,
-        max_iter=100,
+        max_iter=200,
         n_init=1,
         init_params="kmeans",
         weights_init=None,

@@ -256,8 +256,8 @@ def add_parser(commands):
     parser.add_argument(
         "--max-iter",
         type=positive_int,
-        default=100,
-        help="maximum training iterations (default: 100)",
+        default=200,
+        help="maximum training iterations (default: 200)",
     )
     add_estimator_options(parser)
     parser.add_argument("--random-state", type=int, metavar="N", help="seed")
