@@ -194,15 +194,17 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         patches normalises its features there with the statistics it
         recorded in training rather than the image's own.
 
-    init_iter : int, default=100
-        Most iterations fitting the network to the responsibilities of the
-        initial Gaussian mixture (fitted by EM, started as ``init_params``
-        says) before the likelihood is optimized. Pre-training stops earlier,
-        once the network's responsibilities are within 0.05 nats per pixel
-        (Kullback-Leibler divergence) of the mixture's posteriors: close
-        enough that no class is lost when training starts, soft enough to
-        keep the smooth approximation a network learns first, its spatial
-        prior.
+    init_iter : int, default=20
+        Iterations fitting the network to the responsibilities of the initial
+        Gaussian mixture (fitted by EM, started as ``init_params`` says)
+        before the likelihood is optimized. Few iterations leave the network
+        with the smooth approximation it learns first: its spatial prior.
+        Beside a flat region (padding, an empty background: a component of
+        the initial mixture with almost no variance), pre-training goes on
+        until the network's responsibilities are within 0.05 nats per pixel
+        (Kullback-Leibler divergence) of the mixture's posteriors, for at most
+        ``5 * init_iter`` iterations: from softer ones a small class is
+        dragged into the flat region and empties.
 
     mean_regularization : float, default=0.0
         Weight of the penalty ``sum_k ||m_k - mean_batch(mu_k)||^2`` (in units
@@ -398,7 +400,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         learning_rate=1e-2,
         batch_size=8,
         patch_pixels=65536,
-        init_iter=100,
+        init_iter=20,
         mean_regularization=0.0,
         spatial_regularization=4.0,
         gaussians="bounded",
