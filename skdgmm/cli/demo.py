@@ -173,16 +173,7 @@ def demo(args):
             deep_names[deep],
         ),
     ]
-    columns = "{:<40}{:<16}{:<11}{:>10}{:>9}"
-    print(columns.format("method", "fitted on", "matched", "mean Dice", "seconds"))
-    dice = []
-    for name, fitted_on, matched, seconds, labels in methods:
-        dice.append(_mean_dice(truth, labels))
-        print(
-            columns.format(
-                name, fitted_on, matched, f"{dice[-1]:.3f}", f"{seconds:.2f}"
-            )
-        )
+    dice = _print_table(truth, methods)
     renumbered = sum((names != em_names[0]).any() for names in em_names[1:])
     _say(
         f"GaussianMixture numbered the classes otherwise than in the first "
@@ -196,6 +187,26 @@ def demo(args):
     )
     _say(_verdict(dice[1], dice[2], deep_seconds / smoothed_seconds))
 
+    _write_outputs(args, images, truth, methods, deep_names[deep])
+
+
+def _print_table(truth, methods):
+    """Print a row per method; return their mean Dice."""
+    columns = "{:<40}{:<16}{:<11}{:>10}{:>9}"
+    print(columns.format("method", "fitted on", "matched", "mean Dice", "seconds"))
+    dice = []
+    for name, fitted_on, matched, seconds, labels in methods:
+        dice.append(_mean_dice(truth, labels))
+        print(
+            columns.format(
+                name, fitted_on, matched, f"{dice[-1]:.3f}", f"{seconds:.2f}"
+            )
+        )
+    return dice
+
+
+def _write_outputs(args, images, truth, methods, deep_labels):
+    """Write the picture and, with ``-o``, the deep model's label maps."""
     writers = [
         (
             args.picture,
@@ -204,7 +215,7 @@ def demo(args):
     ]
     if args.output:
         # the encoding of `skdgmm segment`, the images side by side
-        label_map = to_uint8(np.hstack(deep_names[deep]))
+        label_map = to_uint8(np.hstack(deep_labels))
         preview = args.output.with_name(f"{args.output.stem}_preview.png")
         writers += [
             (args.output, partial(write_labels, labels=label_map)),
