@@ -300,12 +300,10 @@ def pretrain(network, mixture, batches, settings, generator):
     first is its spatial prior. If the mixture has a flat component, until
     the network comes within ``PRETRAINED_DIVERGENCE`` of them instead, for
     at most ``FLAT_PRETRAINING * init_iter`` iterations."""
+    # in the batches' dtype, as the likelihood loss decides it
     initial = (mixture.weights_, mixture.means_, mixture.covariances_)
-    flat = bool(
-        flat_components(
-            tuple(torch.as_tensor(p)[None] for p in initial), settings.covariance_type
-        ).any()
-    )
+    initial = tuple(batches.tensor(p)[None] for p in initial)
+    flat = bool(flat_components(initial, settings.covariance_type).any())
     loss_fn = pretraining_loss(
         batches.tensor(np.log(mixture.weights_)),
         batches.tensor(mixture.means_)[None],

@@ -88,7 +88,7 @@ def optimize(
 ):
     """Minimise ``loss_fn`` with AdamW, one epoch over ``batches`` per iteration.
 
-    ``loss_fn(network, batch)`` returns ``(loss, log_likelihood)`` (scalars).
+    ``loss_fn(network, batch)`` returns ``(loss, monitored)`` (scalars).
     Stops when the epoch loss changes by less than ``tol`` per iteration
     (averaged over the last ``_STOPPING_WINDOW`` iterations), after ``max_iter``
     epochs, once the epoch's monitored value falls below ``stop_below``

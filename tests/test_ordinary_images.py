@@ -333,3 +333,25 @@ def test_pretraining_stops_close_to_the_em_posteriors():
         stop_below=skdgmm._fitting.PRETRAINED_DIVERGENCE,
     )
     assert history.n_iter == 3 and history.converged
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_longer_pretraining_only_beside_a_flat_region(monkeypatch, padded):
+    """Beside a flat region pre-training runs until within
+    PRETRAINED_DIVERGENCE of EM, for at most FLAT_PRETRAINING * init_iter
+    iterations; elsewhere for init_iter iterations, as it always did."""
+    calls = []
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return optimize(*args, **kwargs)
+
+    monkeypatch.setattr(skdgmm._fitting, "optimize", recording)
+    X = _padded_images() if padded else _padded_images(pad=0)
+    DeepGaussianMixture(3, max_iter=1, init_iter=4, random_state=0, device="cpu").fit(X)
+    pretraining = calls[0]
+    if padded:
+        assert pretraining["stop_below"] == skdgmm._fitting.PRETRAINED_DIVERGENCE
+        assert pretraining["max_iter"] == 4 * skdgmm._fitting.FLAT_PRETRAINING
+    else:
+        assert pretraining["stop_below"] is None and pretraining["max_iter"] == 4
