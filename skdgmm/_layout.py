@@ -139,19 +139,30 @@ def _warn_implausible(shape, layout, spatial_dims):
     Only for ``channel_axis="auto"``: passing ``channel_axis`` says how to
     read the array, and silences these warnings.
     """
-    silence = "pass channel_axis={} to keep this reading without the warning"
+    doubt = _implausible_reading(shape, layout, spatial_dims)
+    if doubt is not None:
+        message, channel_axis = doubt
+        warnings.warn(
+            f"{message}; pass channel_axis={channel_axis} to keep this reading "
+            f"without the warning.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def _implausible_reading(shape, layout, spatial_dims):
+    """What looks wrong with the reading, and the axis that keeps it, or None."""
     if layout.tabular:
         n_samples, n_features = shape
         # a (height, width) image: about as many columns as rows
         if n_features > _MAX_PLAUSIBLE_CHANNELS and n_samples < 16 * n_features:
-            warnings.warn(
+            return (
                 f"X of shape {shape} is read as tabular data: {n_samples} "
                 f"samples of {n_features} features. If it is one image, pass "
-                f"it as a stack of one image, X[None]; " + silence.format(-1) + ".",
-                UserWarning,
-                stacklevel=4,
+                f"it as a stack of one image, X[None]",
+                -1,
             )
-        return
+        return None
     spatial = shape[1 : 1 + spatial_dims]
     if layout.channel_axis:
         n_channels = shape[-1]
@@ -161,29 +172,26 @@ def _warn_implausible(shape, layout, spatial_dims):
                 if spatial_dims == 2
                 else ""
             )
-            warnings.warn(
+            return (
                 f"X of shape {shape} is read as {shape[0]} image(s) of "
                 f"{spatial} pixels with {n_channels} channels on the last "
                 f"axis: more channels than pixels along an image axis, or "
                 f"more than {_MAX_PLAUSIBLE_CHANNELS}. If the channels are "
                 f"axis 1 (PyTorch's (n_images, n_channels, *spatial)), pass "
-                f"channel_axis=1{volumes}; " + silence.format(-1) + ".",
-                UserWarning,
-                stacklevel=4,
+                f"channel_axis=1{volumes}",
+                -1,
             )
-        return
+        return None
     last, others = spatial[-1], spatial[:-1]
     # a single (height, width, n_channels) image without X[None]
     if last <= 4 and 4 * last <= min(others):
-        warnings.warn(
+        return (
             f"X of shape {shape} is read as {shape[0]} images of {spatial} "
             f"pixels without channels. If it is one image with {last} "
-            f"channels, pass it as a stack of one image, X[None]; "
-            + silence.format(None)
-            + ".",
-            UserWarning,
-            stacklevel=4,
+            f"channels, pass it as a stack of one image, X[None]",
+            None,
         )
+    return None
 
 
 def channels_first(X, layout):

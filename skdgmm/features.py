@@ -93,8 +93,11 @@ class SpatialFeatures(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features) or image stack
+            Only its layout and number of channels are kept.
         y : Ignored
         mask : array-like of bool, default=None
+            Checked against X; the features themselves are computed in
+            :meth:`transform`.
 
         Returns
         -------
@@ -110,9 +113,11 @@ class SpatialFeatures(TransformerMixin, BaseEstimator):
             sigmas = np.asarray(self.sigmas, dtype=float)
         except (TypeError, ValueError):
             sigmas = None
-        if sigmas is None or sigmas.ndim != 1 or not (
-            np.isfinite(sigmas) & (sigmas > 0)
-        ).all():
+        if (
+            sigmas is None
+            or sigmas.ndim != 1
+            or not (np.isfinite(sigmas) & (sigmas > 0)).all()
+        ):
             raise ValueError(
                 f"sigmas must be positive finite numbers, a sequence of scales "
                 f"in pixels; got {self.sigmas!r}."
@@ -184,9 +189,7 @@ class SpatialFeatures(TransformerMixin, BaseEstimator):
             if mask is None
             else mask_channels_first(mask, layout).astype(float)
         )
-        features = np.stack(
-            [self._image_features(x, w) for x, w in zip(X, weights)]
-        )
+        features = np.stack([self._image_features(x, w) for x, w in zip(X, weights)])
         if isinstance(self.channel_axis, Integral) and layout.channel_axis:
             # the features on the input's channel axis
             features = np.moveaxis(features, -1, self.channel_axis % features.ndim)

@@ -722,22 +722,23 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         Returns
         -------
         bic : float
-            The lower the better.
+            ``-2 log L + log(n_pixels) * n_parameters``, with L the
+            likelihood of the pixels inside the mask; the lower the better.
         """
         return self._information_criterion(X, mask, np.log)
 
     def aic(self, X, *, mask=None):
-        """Akaike information criterion, counting pixels as samples.
+        """Akaike information criterion: :meth:`bic` with 2 per parameter.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features) or image stack
-        mask : array-like of bool, default=None
+        X, mask
+            As in :meth:`bic`.
 
         Returns
         -------
         aic : float
-            The lower the better.
+            ``-2 log L + 2 * n_parameters``; the lower the better.
         """
         return self._information_criterion(X, mask, lambda n: 2)
 

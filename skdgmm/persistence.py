@@ -199,8 +199,7 @@ class _Writer:
             if array.dtype.kind in "OU" and all(isinstance(v, str) for v in array.flat):
                 return {"__strings__": array.tolist(), "dtype": array.dtype.kind}
             raise TypeError(
-                f"skdgmm.save cannot store {where}, an array of dtype "
-                f"{array.dtype}."
+                f"skdgmm.save cannot store {where}, an array of dtype {array.dtype}."
             )
         if isinstance(value, Integral):
             return int(value)
@@ -210,7 +209,9 @@ class _Writer:
             return [self.encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
         if isinstance(value, tuple):
             return {
-                "__tuple__": [self.encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+                "__tuple__": [
+                    self.encode(v, f"{where}[{i}]") for i, v in enumerate(value)
+                ]
             }
         if isinstance(value, dict):
             return {
@@ -275,9 +276,7 @@ class _Writer:
         name = type(estimator).__name__
         return {
             "__estimator__": _qualified_name(cls),
-            "params": {
-                k: self.encode(v, f"{name}.{k}") for k, v in params.items()
-            },
+            "params": {k: self.encode(v, f"{name}.{k}") for k, v in params.items()},
             "state": {k: self.encode(v, f"{name}.{k}") for k, v in state.items()},
         }
 
@@ -356,7 +355,9 @@ class _Reader:
             if cls.__module__.split(".")[0] != "skdgmm" or not dataclasses.is_dataclass(
                 cls
             ):
-                raise ValueError(f"{node['__dataclass__']!r} is not a data class of skdgmm.")
+                raise ValueError(
+                    f"{node['__dataclass__']!r} is not a data class of skdgmm."
+                )
             return cls(**{k: self.decode(v) for k, v in node["fields"].items()})
         raise ValueError(f"Unknown entry in the file: {sorted(node)}.")
 

@@ -135,23 +135,11 @@ def plot_overlay(
 
     Parameters
     ----------
-    image : array-like of shape (height, width) or (height, width, n_channels)
-        One image of a stack, or one slice of a volume.
-
-    labels : array-like of int of shape (height, width)
-        A label map, e.g. ``model.predict(images)[i]``.
-
-    mask : array-like of bool of shape (height, width), default=None
-        Only the labels inside the mask are coloured.
+    image, labels, mask, alpha, boundaries
+        As in :func:`overlay_rgb`.
 
     ax : matplotlib Axes, default=None
         Where to draw; a new figure if None.
-
-    alpha : float, default=0.3
-        Opacity of the label colours.
-
-    boundaries : bool, default=False
-        Outline the regions instead of filling them.
 
     title : str, default=None
         Title of the axes.

@@ -41,10 +41,8 @@ class SpatiallyVariantGaussianMixture(BaseEstimator):
         Seeds the initial GaussianMixture.
     spatial_dims : {2, 3}, default=2
     channel_axis : "auto", None or int, default="auto"
-        The axis of image stacks that holds the channels: None, -1, 1
-        (PyTorch's ``(n, C, *spatial)``), or "auto", as in
-        DeepGaussianMixture. A 2-D array is tabular data; a single image
-        is a stack of one, ``X[None]``.
+        The axis of image stacks that holds the channels, read as in
+        :class:`~skdgmm.DeepGaussianMixture`.
 
     Attributes
     ----------

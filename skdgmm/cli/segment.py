@@ -167,17 +167,27 @@ def _write(images, labels, outputs, out_dir):
         where = pictures.shown_slice(image)
         label_map = to_uint8(own)
         affine = image.file.affine
-        writers.append((paths["labels"], partial(write_labels, labels=label_map,
-                                                 affine=affine)))
-        writers.append((paths["preview"], partial(pictures.write_preview,
-                                                  labels=label_map, where=where)))
+        writers.append(
+            (paths["labels"], partial(write_labels, labels=label_map, affine=affine))
+        )
+        writers.append(
+            (
+                paths["preview"],
+                partial(pictures.write_preview, labels=label_map, where=where),
+            )
+        )
         if "overlay" in paths:
-            overlay = partial(pictures.write_overlay, image=image.to_file(image.data),
-                              labels=own, where=where)
+            overlay = partial(
+                pictures.write_overlay,
+                image=image.to_file(image.data),
+                labels=own,
+                where=where,
+            )
             writers.append((paths["overlay"], overlay))
         # pictures of a volume say which slice they show
         slice_note = (
-            "" if where is None
+            ""
+            if where is None
             else f" (slice {where[1]} along axis {where[0]} of the label map)"
         )
         shown += [
