@@ -10,8 +10,10 @@ fit          one 256 x 256 image: fit time over GaussianMixture.fit, and where
 steps        cost of one network training step (forward, backward, AdamW) and
              of one forward pass, by window size and network width: the
              per-step levers of the fit and of amortized inference
-predict      a model trained on other images labels a new 256 x 256 image:
-             predict time against GaussianMixture.fit_predict on it
+predict      a model trained on other images labels new ones (a 256 x 256
+             image, a stack of 16, a 3-channel image inside a 112 x 112
+             mask): predict against GaussianMixture.fit_predict on the
+             same pixels, median and range of repeats, labels' digest
 scaling      predict (and fit, 10 iterations) on one image from 128^2 to
              4096^2 pixels: time and peak memory
 volume       fit and predict a 128^3 volume (``spatial_dims=3``)
@@ -30,6 +32,7 @@ noisy, so compare the ratios, which are measured side by side.
 """
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -96,8 +99,9 @@ def _warm_up():
 
 
 def _phases(model, X):
-    """Fit ``model`` on X and time its phases by wrapping their functions."""
-    import skdgmm.mixture as module
+    """Fit ``model`` on X and time its phases by wrapping the functions that
+    the fit calls (skdgmm._fitting's optimize and GaussianMixture.fit)."""
+    import skdgmm._fitting as module
 
     spent = {}
 
@@ -210,24 +214,65 @@ def case_steps():
     return rows
 
 
-def case_predict():
-    X, _ = make_segmentation_images(9, (256, 256), noise=0.4, random_state=0)
-    model = DeepGaussianMixture(3, random_state=0).fit(X[:8])
-    new = X[8:]
-    gmm = best_time(
-        lambda: GaussianMixture(3, random_state=0).fit_predict(new.reshape(-1, 1))
-    )
-    predict = best_time(lambda: model.predict(new), repeat=5)
-    many = np.repeat(X[:8], 4, axis=0)
-    throughput = len(many) / best_time(lambda: model.predict(many), repeat=2)
-    return [
-        dict(
-            gmm_fit_predict_s=gmm,
-            predict_s=predict,
-            speedup=gmm / predict,
-            slices_per_s=throughput,
-        )
+def spread(run, repeat):
+    """Median, min and max seconds of ``repeat`` calls of ``run``."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), min(times), max(times)
+
+
+def _masked_crops(n_images):
+    """3-channel 256 x 256 images whose mask is a 112 x 112 box (the size of
+    the myocardium crops of the paper's task)."""
+    X, _ = make_segmentation_images(n_images, (256, 256), noise=0.4, random_state=0)
+    X = np.stack([X, X**2, np.sqrt(np.abs(X))], axis=-1)
+    mask = np.zeros(X.shape[:3], dtype=bool)
+    mask[:, 72:184, 72:184] = True
+    return X, mask
+
+
+def case_predict(repeat=15):
+    """A model trained on other images labels new ones: predict against
+    GaussianMixture.fit_predict on the same pixels (per image), each timed in
+    its own block of ``repeat`` calls: median and range, ms per image. The
+    labels' digest tells whether two versions label alike."""
+    X, _ = make_segmentation_images(25, (256, 256), noise=0.4, random_state=0)
+    crops, mask = _masked_crops(10)
+    whole = DeepGaussianMixture(3, random_state=0).fit(X[:8])
+    cropped = DeepGaussianMixture(3, random_state=0).fit(crops[:8], mask=mask[:8])
+    settings = [
+        ("256², one image", whole, X[8:9], None, [X[8].reshape(-1, 1)]),
+        ("256², stack of 16", whole, X[9:], None, [x.reshape(-1, 1) for x in X[9:]]),
+        ("112² crops, 3 channels", cropped, crops[8:9], mask[8:9], [crops[8][mask[8]]]),
     ]
+    rows = []
+    for name, model, new, new_mask, pixels in settings:
+
+        def em():
+            for image_pixels in pixels:
+                GaussianMixture(3, random_state=0).fit_predict(image_pixels)
+
+        gmm = [1e3 * t / len(new) for t in spread(em, repeat)]
+        deep = [
+            1e3 * t / len(new)
+            for t in spread(lambda: model.predict(new, mask=new_mask), repeat)
+        ]
+        labels = model.predict(new, mask=new_mask)
+        rows.append(
+            dict(
+                images=name,
+                gmm_fit_predict_ms=gmm[0],
+                gmm_range_ms=f"{gmm[1]:.3g}–{gmm[2]:.3g}",
+                predict_ms=deep[0],
+                predict_range_ms=f"{deep[1]:.3g}–{deep[2]:.3g}",
+                speedup=gmm[0] / deep[0],
+                labels_md5=hashlib.md5(labels.tobytes()).hexdigest()[:8],
+            )
+        )
+    return rows
 
 
 def case_scaling():

@@ -6,6 +6,7 @@ standardised, and the likelihood is computed in the units of
 conversion between them is a method of :class:`Scaling`.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import torch
 
 from ._gaussian import mixture_log_likelihood
 from ._layout import (
+    FORWARD_PIXELS,
     TILE_PIXELS,
     channels_first,
     mask_box,
@@ -256,7 +258,12 @@ class ImageBatches:
         self._center = np.reshape(scaling.center, shape)
         self._net_scale = self.tensor(scaling.channel_scale).reshape(shape)
         self._lik_scale = scaling.scale
-        self._whole = self._make(slice(None)) if len(X) <= batch_size else None
+
+    @functools.cached_property
+    def _whole(self):
+        """The stack as one batch, converted once when first used, if it fits
+        in one (masked inference, image by image, never uses it)."""
+        return self._make(slice(None)) if len(self.X) <= self.batch_size else None
 
     def tensor(self, array):
         """``array`` as a tensor of the batches' dtype, on their device."""
@@ -283,15 +290,15 @@ class ImageBatches:
     def __len__(self):
         return len(self.X)
 
-    def ordered(self):
+    def ordered(self, max_pixels=TILE_PIXELS):
         """All batches in order, for inference.
 
         Images with a mask go one by one (their crop must not depend on the
-        others); otherwise a batch holds at most ``TILE_PIXELS`` pixels, or
+        others); otherwise a batch holds at most ``max_pixels`` pixels, or
         one image, so that inference memory stays bounded.
         """
         if self.mask is None:
-            per_image = max(1, TILE_PIXELS // math.prod(self.X.shape[2:]))
+            per_image = max(1, max_pixels // math.prod(self.X.shape[2:]))
             step = min(self.batch_size, per_image)
         else:
             step = 1
@@ -367,7 +374,7 @@ def network_responsibilities(network, batches, n_components):
         dtype=torch.empty(0, dtype=batches.dtype).numpy().dtype,
     )
     with torch.no_grad():
-        for batch in batches.ordered():
+        for batch in batches.ordered(FORWARD_PIXELS):
             resp[(batch.index, slice(None), *batch.region)] = (
                 network(batch.x_net).softmax(1).cpu().numpy()
             )
@@ -378,12 +385,15 @@ def network_labels(network, batches):
     """The most responsible component of every pixel of ``batches``: an
     int array ``(N, *spatial)``, -1 outside the crops. The argmax of the
     logits, which the softmax keeps in order: labels alone need neither the
-    softmax nor an array of responsibilities."""
+    softmax nor an array of responsibilities. ``max(1).indices`` (the first
+    maximum, as argmax) because torch's CPU ``argmax`` over the few
+    components of a channels-first tensor is ten times slower (39 against
+    3 ms for 8 images of 256 x 256 pixels and 3 components)."""
     labels = np.full((len(batches),) + batches.X.shape[2:], -1, dtype=np.intp)
     with torch.no_grad():
-        for batch in batches.ordered():
+        for batch in batches.ordered(FORWARD_PIXELS):
             labels[(batch.index, *batch.region)] = (
-                network(batch.x_net).argmax(1).cpu().numpy()
+                network(batch.x_net).max(1).indices.cpu().numpy()
             )
     return labels
 

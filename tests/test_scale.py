@@ -171,3 +171,47 @@ def test_patches_are_trained_on_the_initial_gaussians(monkeypatch):
     DeepGaussianMixture(3, patch_pixels=16 * 16, **FAST).fit(X)
     # training on patches, the final evaluation on whole images
     assert seen == {(True, "fixed"), (False, "bounded")}
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 40, 24), (2, 8, 12, 10, 6)])
+def test_inference_normalisation_is_instance_norm(shape):
+    """At inference the network normalises each image by its own statistics
+    with group_norm (one group per channel), which is instance_norm; in
+    training and with running statistics it is instance_norm itself."""
+    norm = _networks._INSTANCE_NORM[len(shape) - 2](
+        8, affine=True, track_running_stats=True
+    )
+    with torch.no_grad():
+        norm.weight.normal_(generator=torch.Generator().manual_seed(0))
+        norm.bias.normal_(generator=torch.Generator().manual_seed(1))
+    x = 3 * torch.randn(shape, generator=torch.Generator().manual_seed(2)) + 1
+    norm.train()
+    trained = norm(x)
+    running = norm.running_mean.clone(), norm.running_var.clone()
+    torch.testing.assert_close(
+        trained,
+        torch.nn.functional.instance_norm(x, weight=norm.weight, bias=norm.bias),
+    )
+    norm.eval()
+    torch.testing.assert_close(norm(x), trained)
+    with _networks.UNet.running_statistics():
+        torch.testing.assert_close(
+            norm(x),
+            torch.nn.functional.instance_norm(
+                x, *running, norm.weight, norm.bias, use_input_stats=False
+            ),
+        )
+    # inference leaves the running statistics as training left them
+    torch.testing.assert_close((norm.running_mean, norm.running_var), running)
+
+
+def test_predict_gives_the_same_labels_whatever_the_forward_batch():
+    X, _ = make_segmentation_images(5, (64, 64), noise=0.4, random_state=0)
+    model = DeepGaussianMixture(
+        3, max_iter=3, init_iter=2, random_state=0, device="cpu"
+    )
+    model.fit(X)
+    together = model.predict(X)
+    one_by_one = np.concatenate([model.predict(x[None]) for x in X])
+    assert_array_equal(together, one_by_one)
+    assert_array_equal(together, model.predict_proba(X).argmax(-1))
