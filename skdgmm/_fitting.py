@@ -27,6 +27,7 @@ from ._gaussian import (
     precision_shape,
     precisions_from_cholesky,
 )
+from ._layout import FORWARD_PIXELS
 from ._losses import flat_components, likelihood_loss, pretraining_loss
 from ._networks import UNet, build_network, unet_depth
 from ._training import GUARD_NATS, History, evaluate, optimize
@@ -46,7 +47,10 @@ _INITIAL_EM_ITER = 100
 # iterations of init_iter are kept: the smoother network is a better prior
 # (masked MyoPS slices: 0.537 / 0.529 / 0.526 / 0.511 Dice after 15 / 20 /
 # 25 / 100 iterations; EMIDEC and MyoPS lose 0.014-0.016 when stopped on
-# the divergence).
+# the divergence), unless training from them empties a component that the
+# initial EM labels: the fit is then trained again from the closer network
+# (a small class beside larger ones can empty without a flat region: CSF
+# of the masked MNI152 slices with a prior from labelled pixels).
 PRETRAINED_DIVERGENCE = 0.05
 FLAT_PRETRAINING = 5
 
@@ -182,20 +186,66 @@ def train(batches, pixels, layout, scaling, settings, random_state, device, warm
                 )
                 break
             initial = (mixture.weights_, mixture.means_, mixture.covariances_)
+            close = has_flat_component(mixture, batches, settings)
             network = new_network(batches, layout, settings, generator, device)
-            pretraining = pretrain(network, mixture, batches, settings, generator)
+            pretraining = pretrain(
+                network, mixture, batches, settings, generator, close
+            )
+            # what training must not empty (checked only where it can)
+            pretrained = (
+                None if close else _labelled(network, batches, settings.n_components)
+            )
         previous = warm.history if warm else None
         run = _train_run(
             problem, network, initial, pretraining, generator, init, previous
         )
+        interrupted = run.history.interrupted
+        if not (warm or close or interrupted):
+            run, interrupted = _retrain_if_emptied(
+                problem, run, mixture, pretrained, generator, init, device
+            )
         if _better(run.loss, best):
             best = run
-        if run.history.interrupted:
+        if interrupted:
             break
     return best
 
 
-def _train_run(problem, network, initial, pretraining, generator, init, previous):
+def _labelled(network, batches, n_components):
+    """Which components the ``network`` labels on some training pixel."""
+    labelled = np.zeros(n_components, dtype=bool)
+    with torch.no_grad():
+        for batch in batches.ordered(FORWARD_PIXELS):
+            labels = network(batch.x_net).max(1).indices[batch.mask.bool()]
+            labelled[labels.unique().cpu().numpy()] = True
+    return labelled
+
+
+def _retrain_if_emptied(problem, run, mixture, pretrained, generator, init, device):
+    """``run``, or where its training emptied components that its pretrained
+    network labelled, the run trained again from a network pre-trained
+    close to the initial EM (see ``PRETRAINED_DIVERGENCE``); and whether
+    that was interrupted (the first run is then kept)."""
+    batches, settings = problem.batches, problem.settings
+    trained = _labelled(run.network.to(device), batches, settings.n_components)
+    run.network.cpu()
+    emptied = np.flatnonzero(pretrained & ~trained).tolist()
+    if not emptied:
+        return run, False
+    settings.say(
+        1,
+        f"Components {emptied} emptied in training; training again from a "
+        f"network pre-trained closer to the initial EM.",
+    )
+    network = new_network(batches, problem.layout, settings, generator, device)
+    pretraining = pretrain(network, mixture, batches, settings, generator, True)
+    retrained = _train_run(problem, network, run.initial, pretraining, generator, init)
+    if retrained.history.interrupted:
+        return run, True
+    return retrained, False
+
+
+def _train_run(problem, network, initial, pretraining, generator, init, previous=None):
     """Optimise the likelihood loss of initialization number ``init``, from
     its ``initial`` Gaussians and ``pretraining`` (a :class:`History`), or
     continuing a ``previous`` training."""
@@ -294,16 +344,20 @@ def new_network(batches, layout, settings, generator, device):
     ).to(device=device, dtype=batches.dtype)
 
 
-def pretrain(network, mixture, batches, settings, generator):
-    """Fit the network to the posteriors of the initial GaussianMixture
-    for ``init_iter`` iterations: the smooth approximation a network learns
-    first is its spatial prior. If the mixture has a flat component, until
-    the network comes within ``PRETRAINED_DIVERGENCE`` of them instead, for
-    at most ``FLAT_PRETRAINING * init_iter`` iterations."""
-    # in the batches' dtype, as the likelihood loss decides it
+def has_flat_component(mixture, batches, settings):
+    """Whether the initial EM ``mixture`` has a flat component (decided in
+    the batches' dtype, as the likelihood loss decides it)."""
     initial = (mixture.weights_, mixture.means_, mixture.covariances_)
     initial = tuple(batches.tensor(p)[None] for p in initial)
-    flat = bool(flat_components(initial, settings.covariance_type).any())
+    return bool(flat_components(initial, settings.covariance_type).any())
+
+
+def pretrain(network, mixture, batches, settings, generator, close):
+    """Fit the network to the posteriors of the initial GaussianMixture
+    for ``init_iter`` iterations: the smooth approximation a network learns
+    first is its spatial prior. With ``close``, until the network comes
+    within ``PRETRAINED_DIVERGENCE`` of them instead, for at most
+    ``FLAT_PRETRAINING * init_iter`` iterations."""
     loss_fn = pretraining_loss(
         batches.tensor(np.log(mixture.weights_)),
         batches.tensor(mixture.means_)[None],
@@ -315,10 +369,10 @@ def pretrain(network, mixture, batches, settings, generator):
         loss_fn,
         batches,
         learning_rate=settings.learning_rate,
-        max_iter=settings.init_iter * (FLAT_PRETRAINING if flat else 1),
+        max_iter=settings.init_iter * (FLAT_PRETRAINING if close else 1),
         tol=0.0,
         generator=generator,
-        stop_below=PRETRAINED_DIVERGENCE if flat else None,
+        stop_below=PRETRAINED_DIVERGENCE if close else None,
     )
 
 
