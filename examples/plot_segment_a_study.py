@@ -34,7 +34,7 @@ from sklearn.mixture import GaussianMixture
 
 from skdgmm import DeepGaussianMixture
 from skdgmm.datasets import load_mni152
-from skdgmm.metrics import dice_score
+from skdgmm.metrics import dice_score, match_labels
 from skdgmm.plotting import plot_overlay
 from skdgmm.priors import init_from_labels
 
@@ -103,4 +103,40 @@ for row, (name, prediction) in zip(axes, rows.items()):
 plt.show()
 
 # %%
-# VERDICT
+# Without a prior the clusters have no names. Per-slice EM numbers its
+# clusters anew on every slice; ordering them by mean intensity is the
+# natural way to name them across slices. The deep model's clusters are
+# named once, by matching them to the classes on one slice (here the
+# first), and that naming serves every slice.
+unnamed_em = np.full_like(truth, -1)
+for i, image in enumerate(images):
+    em = GaussianMixture(3, random_state=0).fit(image[mask[i]][:, None])
+    rank = np.argsort(np.argsort(em.means_.ravel()))  # darkest is class 0
+    unnamed_em[i][mask[i]] = rank[em.predict(image[mask[i]][:, None])]
+start = time.perf_counter()
+deep = DeepGaussianMixture(3, random_state=0, device="cpu")
+clusters = deep.fit_predict(images, mask=mask)
+print(f"one DeepGaussianMixture without a prior: {time.perf_counter() - start:.1f} s")
+# the naming found on the first slice, applied to every slice
+first = clusters[0][mask[0]]
+on_first = match_labels(truth[0][mask[0]], first, labels=range(3), clusters=range(3))
+naming = np.array([on_first[first == c][0] for c in range(3)])
+unnamed_deep = np.where(mask, naming[clusters], -1)
+for name, prediction in [
+    ("GaussianMixture per slice, ordered", unnamed_em),
+    ("one DeepGaussianMixture, named once", unnamed_deep),
+]:
+    print(f"{name:38s}", " / ".join(f"{d:.3f}" for d in mean_dice(prediction)))
+
+# %%
+# What the figures say. With the prior, EM per slice is the better method
+# on these slices (mean Dice 0.91 against 0.85 for the deep model, at a
+# hundredth of the time): the template's tissues are nearly Gaussian on
+# each slice, and the prior already names EM's classes. Smoothing EM's
+# posteriors does not help here. Without a prior, the one model named once
+# on the first slice labels the study better than EM per slice ordered by
+# intensity (0.93 / 0.89 / 0.83 against 0.89 / 0.90 / 0.80). The deep
+# model's case is a study whose classes per-slice EM does not keep apart
+# consistently: on the MyoPS cardiac slices (not shipped; see the quality
+# page) one model with a 3-slice prior scores about 0.09 Dice above EM per
+# slice with the same prior.
