@@ -120,7 +120,9 @@ print(f"one DeepGaussianMixture without a prior: {time.perf_counter() - start:.1
 # the naming found on the first slice, applied to every slice
 first = clusters[0][mask[0]]
 on_first = match_labels(truth[0][mask[0]], first, labels=range(3), clusters=range(3))
-naming = np.array([on_first[first == c][0] for c in range(3)])
+naming = np.full(3, -1)  # a cluster the model left empty names nothing
+for c in np.unique(first):
+    naming[c] = on_first[first == c][0]
 unnamed_deep = np.where(mask, naming[clusters], -1)
 for name, prediction in [
     ("GaussianMixture per slice, ordered", unnamed_em),
