@@ -302,7 +302,7 @@ class ImageBatches:
             step = min(self.batch_size, per_image)
         else:
             step = 1
-        if self._whole is not None and step >= len(self.X):
+        if step >= len(self.X) and self._whole is not None:
             yield self._whole
             return
         for start in range(0, len(self.X), step):

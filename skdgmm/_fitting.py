@@ -8,6 +8,7 @@ The estimator validates its input and hands over tensors
 here reads or writes the estimator.
 """
 
+import contextlib
 import copy
 import functools
 import warnings
@@ -196,7 +197,7 @@ def train(batches, pixels, layout, scaling, settings, random_state, device, warm
             pretraining = pretrain(
                 network, mixture, batches, settings, generator, close
             )
-            if not close:
+            if not close and settings.max_iter > 0:
                 pretrained = _labelled(network, batches, settings.n_components)
         previous = warm.history if warm else None
         run = _train_run(
@@ -215,9 +216,13 @@ def train(batches, pixels, layout, scaling, settings, random_state, device, warm
 
 
 def _labelled(network, batches, n_components):
-    """Which components the ``network`` labels on some training pixel."""
+    """Which components the ``network`` labels on some training pixel,
+    normalised as it will predict them (by the running statistics where
+    training cuts patches, see :func:`_train_run`)."""
     labelled = np.zeros(n_components, dtype=bool)
-    with torch.no_grad():
+    patched = isinstance(network, UNet) and batches.patched
+    statistics = UNet.running_statistics() if patched else contextlib.nullcontext()
+    with torch.no_grad(), statistics:
         for batch in batches.ordered(FORWARD_PIXELS):
             labels = network(batch.x_net).max(1).indices[batch.mask.bool()]
             labelled[labels.unique().cpu().numpy()] = True
@@ -230,20 +235,32 @@ def _retrain_if_emptied(problem, run, mixture, pretrained, generator, init, devi
     close to the initial EM (see ``PRETRAINED_DIVERGENCE``); and whether
     that was interrupted (the first run is then kept)."""
     batches, settings = problem.batches, problem.settings
-    trained = _labelled(run.network.to(device), batches, settings.n_components)
-    run.network.cpu()
-    emptied = np.flatnonzero(pretrained & ~trained).tolist()
-    if not emptied:
-        return run, False
-    settings.say(
-        1,
-        f"Components {emptied} emptied in training; training again from a "
-        f"network pre-trained closer to the initial EM.",
-    )
-    network = new_network(batches, problem.layout, settings, generator, device)
-    pretraining = pretrain(network, mixture, batches, settings, generator, True)
-    retrained = _train_run(problem, network, run.initial, pretraining, generator, init)
-    if retrained.history.interrupted:
+    try:
+        trained = _labelled(run.network.to(device), batches, settings.n_components)
+        run.network.cpu()
+        emptied = np.flatnonzero(pretrained & ~trained).tolist()
+        if not emptied:
+            return run, False
+        settings.say(
+            1,
+            f"Components {emptied} emptied in training; training again from a "
+            f"network pre-trained closer to the initial EM.",
+        )
+        network = new_network(batches, problem.layout, settings, generator, device)
+        pretraining = pretrain(network, mixture, batches, settings, generator, True)
+        retrained = _train_run(
+            problem, network, run.initial, pretraining, generator, init
+        )
+        interrupted = retrained.history.interrupted
+    except KeyboardInterrupt:
+        interrupted = True
+    if interrupted:
+        run.network.cpu()
+        warnings.warn(
+            "The second training of a fit that emptied a component was "
+            "interrupted; the estimator keeps the first training.",
+            UserWarning,
+        )
         return run, True
     return retrained, False
 

@@ -204,7 +204,10 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         until the network's responsibilities are within 0.05 nats per pixel
         (Kullback-Leibler divergence) of the mixture's posteriors, for at most
         ``5 * init_iter`` iterations: from softer ones a small class is
-        dragged into the flat region and empties.
+        dragged into the flat region and empties. Where training empties a
+        component that the pre-trained network labelled, the fit is trained
+        once more from a network pre-trained that close (``verbose=1`` says
+        so).
 
     mean_regularization : float, default=0.0
         Weight of the penalty ``sum_k ||m_k - mean_batch(mu_k)||^2`` (in units
@@ -289,7 +292,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         True when training of the best initialization stopped on ``tol``.
 
     n_iter_ : int
-        Training iterations of the best initialization.
+        Training iterations of the best initialization (of its second
+        training, where one emptied a component; see ``init_iter``).
 
     lower_bound_ : float
         Mean log-likelihood of the training pixels under the fitted mixture

@@ -492,3 +492,16 @@ def test_labels_are_the_argmax_of_the_responsibilities(layout):
         expected[~mask] = -1
     assert labels.dtype.kind == "i"
     assert_array_equal(labels, expected)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_no_retry_from_normalising_patches_differently(seed, capsys):
+    """Networks trained on patches predict with their running statistics:
+    the labels before and after training compared for the retry must be
+    normalised alike, or a fit of unchanged labels is trained twice."""
+    X, _ = make_segmentation_images(1, (64, 64), random_state=seed)
+    model = _model(4, max_iter=1, init_iter=3, patch_pixels=256, verbose=1, tol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X)
+    assert "emptied in training" not in capsys.readouterr().out
