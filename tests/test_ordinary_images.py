@@ -145,12 +145,22 @@ def test_flat_regions_keep_every_class_and_converge(fraction):
     _check_sound_fit(_fit(X, 3), X)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (ordinary-images issue): a flat region between the two "
-    "classes' intensities is merged with a class",
+@pytest.mark.parametrize(
+    "fraction",
+    [
+        # the initial EM finds no flat component in a region this small:
+        # training empties one, and the retry keeps every class
+        0.05,
+        pytest.param(
+            0.6,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="open (ordinary-images issue): a flat region between the "
+                "two classes' intensities is merged with a class",
+            ),
+        ),
+    ],
 )
-@pytest.mark.parametrize("fraction", [0.05, 0.6])
 def test_flat_region_between_the_classes(fraction):
     X = _flat_region(fraction, 0.5)
     model = DeepGaussianMixture(3, random_state=0, device="cpu").fit(X)
