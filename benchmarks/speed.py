@@ -83,13 +83,19 @@ class PeakMemory:
         self.used = self.peak - self.start
 
 
-def best_time(run, repeat=3):
+def spread(run, repeat):
+    """Median, min and max seconds of ``repeat`` calls of ``run``."""
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return float(np.median(times)), min(times), max(times)
+
+
+def best_time(run, repeat=3):
+    """The fastest of ``repeat`` calls of ``run``, in seconds."""
+    return spread(run, repeat)[1]
 
 
 def _warm_up():
@@ -214,16 +220,6 @@ def case_steps():
         for width in (6, 4)
     ]
     return rows
-
-
-def spread(run, repeat):
-    """Median, min and max seconds of ``repeat`` calls of ``run``."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), min(times), max(times)
 
 
 def _masked_crops(n_images):

@@ -20,6 +20,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from tqdm.auto import tqdm
 
+from ._data import batch_labels
 from ._gaussian import (
     compute_precision_cholesky,
     estimate_gaussian_parameters,
@@ -28,7 +29,6 @@ from ._gaussian import (
     precision_shape,
     precisions_from_cholesky,
 )
-from ._layout import FORWARD_PIXELS
 from ._losses import flat_components, likelihood_loss, pretraining_loss
 from ._networks import UNet, build_network, unet_depth
 from ._training import GUARD_NATS, History, evaluate, optimize
@@ -223,9 +223,8 @@ def _labelled(network, batches, n_components):
     patched = isinstance(network, UNet) and batches.patched
     statistics = UNet.running_statistics() if patched else contextlib.nullcontext()
     with torch.no_grad(), statistics:
-        for batch in batches.ordered(FORWARD_PIXELS):
-            labels = network(batch.x_net).max(1).indices[batch.mask.bool()]
-            labelled[labels.unique().cpu().numpy()] = True
+        for batch, labels in batch_labels(network, batches):
+            labelled[labels[batch.mask.bool()].unique().cpu().numpy()] = True
     return labelled
 
 
