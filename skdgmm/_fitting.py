@@ -145,26 +145,51 @@ class _Problem:
     scaled: np.ndarray
 
 
-def _better(loss, best):
-    """Whether a run of final ``loss`` beats the ``best`` run so far: a
-    lower loss, and any number over one that is not (a diverged run)."""
+class TrainingDiverged(ValueError):
+    """The network's responsibilities are not finite."""
+
+
+def _better(log_likelihood, best):
+    """Whether a run whose fitted Gaussians have this mean
+    ``log_likelihood`` beats the ``best`` one so far (that of the best run,
+    or None): a higher likelihood, as GaussianMixture picks its
+    initializations, and any number over one that is not (a diverged run).
+    """
     return (
-        best is None or loss < best.loss or (np.isnan(best.loss) and not np.isnan(loss))
+        best is None
+        or log_likelihood > best
+        or (np.isnan(best) and not np.isnan(log_likelihood))
     )
 
 
-def train(batches, pixels, layout, scaling, settings, random_state, device, warm=None):
-    """Train ``settings.n_init`` initializations and return the best :class:`Run`.
+def train(
+    batches,
+    pixels,
+    n_pixels,
+    layout,
+    scaling,
+    settings,
+    random_state,
+    device,
+    warm=None,
+):
+    """Train ``settings.n_init`` initializations; the best :class:`Run` and
+    its :class:`FittedMixture`.
 
+    The best run is the one whose fitted Gaussians (see
+    :func:`fitted_mixture`) give the training pixels the highest likelihood,
+    the ``lower_bound_`` the estimator reports; a diverged run never beats
+    a finite one, and :class:`TrainingDiverged` is raised if all diverge.
     ``pixels`` are a sample of the training pixels in the input's units
-    (for the initial EM fit). With ``warm`` (a :class:`Run` of an earlier
-    fit), training continues its network once instead. An interruption
+    (for the initial EM fit), ``n_pixels`` their number. With ``warm`` (a
+    :class:`Run` of an earlier fit), training continues its network once
+    instead. An interruption
     (Ctrl-C) of training keeps the network as it is (see
     :func:`~skdgmm._training.optimize`) and ends the initializations; one
     in the initial EM fit of a later initialization keeps the best so far.
     """
     problem = _Problem(batches, layout, scaling, settings, scaling.pixels(pixels))
-    best = None
+    best = best_mixture = best_log_likelihood = diverged = None
     for init in range(1 if warm else settings.n_init):
         settings.say(2, f"Initialization {init}")
         # whether patches are cut can depend on the shuffled batches
@@ -185,11 +210,7 @@ def train(batches, pixels, layout, scaling, settings, random_state, device, warm
             except KeyboardInterrupt:
                 if best is None:
                     raise
-                warnings.warn(
-                    "Training was interrupted; the estimator keeps the best "
-                    "initialization so far.",
-                    UserWarning,
-                )
+                _warn_best_so_far()
                 break
             initial = (mixture.weights_, mixture.means_, mixture.covariances_)
             close = has_flat_component(mixture, batches, settings)
@@ -208,11 +229,30 @@ def train(batches, pixels, layout, scaling, settings, random_state, device, warm
             run, interrupted = _retrain_if_emptied(
                 problem, run, mixture, pretrained, generator, init, device
             )
-        if _better(run.loss, best):
-            best = run
+        try:
+            mixture = fitted_mixture(run, batches, n_pixels, scaling, settings, device)
+        except TrainingDiverged as error:
+            diverged, mixture = error, None
+        except KeyboardInterrupt:
+            if best is None:
+                raise
+            _warn_best_so_far()
+            break
+        log_likelihood = np.nan if mixture is None else mixture.log_likelihood
+        if _better(log_likelihood, best_log_likelihood):
+            best, best_mixture, best_log_likelihood = run, mixture, log_likelihood
         if interrupted:
             break
-    return best
+    if best_mixture is None:
+        raise diverged
+    return best, best_mixture
+
+
+def _warn_best_so_far():
+    warnings.warn(
+        "Training was interrupted; the estimator keeps the best initialization so far.",
+        UserWarning,
+    )
 
 
 def _labelled(network, batches, n_components):
@@ -444,6 +484,8 @@ class FittedMixture:
     precisions: np.ndarray
     # mean log-likelihood of the training pixels
     log_likelihood: float
+    # training pixels each component labels (of those the M-step used)
+    labelled: np.ndarray
 
 
 def fitted_mixture(run, batches, n_pixels, scaling, settings, device):
@@ -453,7 +495,6 @@ def fitted_mixture(run, batches, n_pixels, scaling, settings, device):
     that the weights are the share of the pixels each component is
     responsible for and their likelihood is that of the model whose labels
     the network gives; with ``max_iter=0``, the run's initial Gaussians.
-    Warns of components that label no pixel.
     """
     covariance_type = settings.covariance_type
     stride = -(-n_pixels // POOLED_PIXELS)
@@ -469,7 +510,7 @@ def fitted_mixture(run, batches, n_pixels, scaling, settings, device):
     resp = torch.cat(resp).double()[None]
     pixels = torch.cat(pixels).double()[None]
     if not bool(torch.isfinite(resp).all()):
-        raise ValueError(
+        raise TrainingDiverged(
             "Training diverged: the network's responsibilities are not finite. "
             "Try a smaller learning_rate, or scale the input data."
         )
@@ -488,14 +529,6 @@ def fitted_mixture(run, batches, n_pixels, scaling, settings, device):
     log_likelihood = mixture_log_likelihood(
         pixels, log_weights, means, precisions_chol, covariance_type
     )
-    if (labelled == 0).any():
-        warnings.warn(
-            f"Components {np.flatnonzero(labelled == 0).tolist()} of "
-            f"{settings.n_components} label no training pixel: the fitted model "
-            "segments into fewer classes. Try fewer components, a smaller "
-            "spatial_regularization, or another random_state.",
-            UserWarning,
-        )
     gaussians = scaling.gaussians_to_input(
         *(p.numpy()[0] for p in (means, covariances, precisions_chol, precisions))
     )
@@ -503,6 +536,7 @@ def fitted_mixture(run, batches, n_pixels, scaling, settings, device):
         weights.numpy()[0],
         *gaussians,
         scaling.log_density_to_input(float(log_likelihood.mean())),
+        labelled,
     )
 
 
@@ -560,6 +594,19 @@ def fitted_attributes(run, mixture, scaling, rescaling):
         precisions_cholesky_=mixture.precisions_cholesky,
         precisions_=mixture.precisions,
     )
+
+
+def warn_if_emptied(mixture, settings):
+    """A warning that names the components of the fitted ``mixture`` that
+    label no training pixel."""
+    if (mixture.labelled == 0).any():
+        warnings.warn(
+            f"Components {np.flatnonzero(mixture.labelled == 0).tolist()} of "
+            f"{settings.n_components} label no training pixel: the fitted model "
+            "segments into fewer classes. Try fewer components, a smaller "
+            "spatial_regularization, or another random_state.",
+            UserWarning,
+        )
 
 
 def warn_if_not_converged(history, settings):

@@ -27,8 +27,8 @@ from ._fitting import (
     Run,
     Settings,
     fitted_attributes,
-    fitted_mixture,
     train,
+    warn_if_emptied,
     warn_if_not_converged,
 )
 from ._gaussian import n_parameters
@@ -456,10 +456,11 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
     def fit(self, X, y=None, *, mask=None):
         """Train the network on the mixture likelihood of the pixels of X.
 
-        The model is trained ``n_init`` times and the run with the lowest
-        final loss is kept. Each run first fits the network to the
-        responsibilities of an initial Gaussian mixture (``init_params``, then
-        EM) for ``init_iter`` iterations, then minimises the negative
+        The model is trained ``n_init`` times and the run whose fitted
+        Gaussians give the training pixels the highest likelihood
+        (``lower_bound_``) is kept, as in GaussianMixture. Each run first fits
+        the network to the responsibilities of an initial Gaussian mixture
+        (``init_params``, then EM) for ``init_iter`` iterations, then minimises the negative
         log-likelihood for at most ``max_iter`` iterations or until
         it changes by less than ``tol``; otherwise a ``ConvergenceWarning`` is
         raised. With ``warm_start``, training continues from the fitted
@@ -524,10 +525,17 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         if not warm:
             scaling = Scaling.from_pixels(pixels.astype(np.float64), self.reg_covar)
         batches = self._batches(X, mask, layout, scaling, device, maps)
-        run = train(
-            batches, pixels, layout, scaling, settings, random_state, device, warm
+        run, mixture = train(
+            batches,
+            pixels,
+            n_pixels,
+            layout,
+            scaling,
+            settings,
+            random_state,
+            device,
+            warm,
         )
-        mixture = fitted_mixture(run, batches, n_pixels, scaling, settings, device)
         mixture = _in_dtype(mixture, X.dtype)
 
         # The fitted model changes in this one step: a fit that fails or is
@@ -542,6 +550,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             or bool(warm and getattr(self, "_fitted_with_mask", False)),
             device_=device,
         )
+        warn_if_emptied(mixture, settings)
         warn_if_not_converged(run.history, settings)
         return self
 

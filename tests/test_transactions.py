@@ -14,7 +14,7 @@ from sklearn.mixture import GaussianMixture
 
 import skdgmm._fitting
 from skdgmm import DeepGaussianMixture
-from skdgmm._fitting import Run, _better
+from skdgmm._fitting import TrainingDiverged, _better
 from skdgmm._training import History
 
 from .conftest import FAST
@@ -109,34 +109,36 @@ def test_a_tabular_refit_on_images_drops_the_feature_names(rng):
 
 
 def test_a_diverged_run_never_beats_a_finite_one():
-    def run(loss):
-        return Run(loss, loss, None, History(), None)
-
     assert _better(math.nan, None)
-    assert _better(1.0, run(math.nan))
-    assert not _better(math.nan, run(1.0))
-    assert _better(0.5, run(1.0)) and not _better(2.0, run(1.0))
+    assert _better(-1.0, math.nan)
+    assert not _better(math.nan, -1.0)
+    assert _better(-0.5, -1.0) and not _better(-2.0, -1.0)
 
 
 def test_n_init_keeps_the_finite_run_when_one_diverges(images, monkeypatch):
     X, _ = images
-    evaluate, calls = skdgmm._fitting.evaluate, []
+    fitted_mixture, calls = skdgmm._fitting.fitted_mixture, []
 
     def first_diverges(*args):
         calls.append(1)
-        loss, log_likelihood = evaluate(*args)
-        return (math.nan, math.nan) if len(calls) == 1 else (loss, log_likelihood)
+        if len(calls) == 1:
+            raise TrainingDiverged("diverged")
+        return fitted_mixture(*args)
 
-    monkeypatch.setattr(skdgmm._fitting, "evaluate", first_diverges)
-    kept = []
-    better = skdgmm._fitting._better
-    monkeypatch.setattr(
-        skdgmm._fitting,
-        "_better",
-        lambda loss, best: kept.append(better(loss, best)) or kept[-1],
-    )
-    DeepGaussianMixture(3, n_init=2, **FAST).fit(X)
-    assert kept == [True, True]
+    monkeypatch.setattr(skdgmm._fitting, "fitted_mixture", first_diverges)
+    model = DeepGaussianMixture(3, n_init=2, **FAST).fit(X)
+    assert len(calls) == 2 and np.isfinite(model.lower_bound_)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_n_init_keeps_the_run_of_the_highest_lower_bound(seed):
+    """As GaussianMixture: more initializations never lower ``lower_bound_``
+    (the first of several is the one a single initialization trains)."""
+    X = np.random.default_rng(seed).random((2, 16, 16))
+    params = dict(FAST, random_state=seed)
+    single = DeepGaussianMixture(3, n_init=1, **params).fit(X)
+    several = DeepGaussianMixture(3, n_init=3, **params).fit(X)
+    assert several.lower_bound_ >= single.lower_bound_
 
 
 def test_diverged_fixed_gaussians_raise_a_clear_error(images, monkeypatch):
