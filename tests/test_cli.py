@@ -471,3 +471,58 @@ def test_nifti_as_2d_slices_and_4d_channels(tmp_path, capsys):
         _run(tmp_path / "two.nii.gz", "-k", 2, "-o", out, "--force", *spatial_dims)
         assert nibabel.load(tmp_path / "b" / "two_labels.nii.gz").shape == (12, 16, 6)
     assert "of shape (12, 16, 2)" in capsys.readouterr().out  # 2-D slices, 2 channels
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_label_maps_name_the_classes_of_every_image(pngs, tmp_path, capsys, flip):
+    """Class k of every label map written is class k of ``--labels``: the
+    prior's class numbers, flipped or not, come out in the other image."""
+    paths, truth = pngs
+    named = 1 - truth if flip else truth
+    prior = named[0].astype(np.uint8)
+    prior[::2] = 255  # half the rows unlabelled
+    imsave(tmp_path / "prior.png", prior, check_contrast=False)
+    out = tmp_path / "out"
+    assert _run(*paths, "-k", 2, "-o", out, "--labels", tmp_path / "prior.png") == 0
+    assert "class k is their class k" in capsys.readouterr().out
+    for i in range(2):
+        written = imread(out / f"image{i}_labels.png")
+        assert (written == named[i]).mean() > 0.95  # no matching
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ([[7, 1]], "classes 0 .. 1 (-k) and 255 for unlabelled pixels; found [7]"),
+        ([[0, 255]], "Classes [1] have no labelled pixel"),
+        ([[0, 1]] * 3, "3 label maps for 2 images"),
+    ],
+)
+def test_label_map_errors(pngs, tmp_path, capsys, labels, message):
+    paths, _ = pngs
+    files = []
+    for i, values in enumerate(labels):
+        files.append(tmp_path / f"prior{i}.png")
+        prior = np.resize(np.array(values, dtype=np.uint8), (32, 32))
+        imsave(files[-1], prior, check_contrast=False)
+    err = _usage_error(
+        capsys, *paths, "-k", 2, "-o", tmp_path / "out", "--labels", *files
+    )
+    assert message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_label_map_of_another_shape_is_refused(pngs, tmp_path, capsys):
+    paths, _ = pngs
+    imsave(tmp_path / "prior.png", np.zeros((8, 8), np.uint8), check_contrast=False)
+    err = _usage_error(
+        capsys,
+        *paths,
+        "-k",
+        2,
+        "-o",
+        tmp_path / "out",
+        "--labels",
+        tmp_path / "prior.png",
+    )
+    assert "a label map of shape (8, 8) for an image of shape (32, 32)" in err

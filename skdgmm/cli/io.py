@@ -308,6 +308,39 @@ def read_masks(paths, images, spatial_dims):
     return inside
 
 
+def read_label_maps(paths, images, spatial_dims, n_components):
+    """The label maps of the first ``len(paths)`` images, ``(n, *spatial)``
+    int arrays with -1 for unlabelled pixels: class k as k, ``OUTSIDE`` (or
+    the label maps ``segment`` writes) unlabelled."""
+    if paths is None:
+        return None
+    if len(paths) > len(images):
+        raise UsageError(
+            f"--labels gives {len(paths)} label maps for {len(images)} images; "
+            "give at most one per image, for the first images in order"
+        )
+    maps = []
+    for path, image in zip(paths, images):
+        label_map = arrange(read_file(path), spatial_dims)
+        data = label_map.data
+        if label_map.channels or data.shape != image.data.shape[: 1 + spatial_dims]:
+            raise UsageError(
+                f"{path}: a label map of shape {label_map.spatial_shape} for an "
+                f"image of shape {image.spatial_shape}; they must match, with one "
+                "value per pixel"
+            )
+        if not np.issubdtype(data.dtype, np.integer):
+            raise UsageError(f"{path}: a label map holds integers; got {data.dtype}")
+        invalid = np.unique(data[(data >= n_components) & (data != OUTSIDE)])
+        if invalid.size or data.min() < 0:
+            raise UsageError(
+                f"{path}: label maps hold classes 0 .. {n_components - 1} (-k) and "
+                f"{OUTSIDE} for unlabelled pixels; found {invalid.tolist()[:5]}"
+            )
+        maps.append(np.where(data == OUTSIDE, -1, data.astype(np.int64)))
+    return maps
+
+
 def to_uint8(labels):
     """Labels as stored in a label map: 0..K-1, and OUTSIDE for -1."""
     return np.where(labels < 0, OUTSIDE, labels).astype(np.uint8)

@@ -21,6 +21,7 @@ from .io import (
     file_stem,
     labels_path,
     read_images,
+    read_label_maps,
     read_masks,
     to_uint8,
     write_all,
@@ -84,6 +85,28 @@ def _fit_predict(model, images, masks):
     return labels, interrupted
 
 
+def _prior(data, label_maps, masks, spatial_dims, n_components):
+    """``means_init`` from the label maps of the first images (their labelled
+    pixels inside the masks), or nothing without label maps."""
+    from ..priors import init_from_labels
+
+    if label_maps is None:
+        return {}
+    labels = np.concatenate(label_maps)
+    if masks is not None:
+        labels = np.where(np.concatenate(masks[: len(label_maps)]), labels, -1)
+    try:
+        init = init_from_labels(
+            data[: len(labels)],
+            labels,
+            n_components=n_components,
+            spatial_dims=spatial_dims,
+        )
+    except ValueError as error:
+        raise UsageError(f"--labels: {error}") from None
+    return {"means_init": init["means_init"]}
+
+
 def segment(args):
     """Fit one DeepGaussianMixture on all images of ``args``, write label maps."""
     from .. import DeepGaussianMixture
@@ -98,6 +121,7 @@ def segment(args):
         )
     images, spatial_dims = read_images(args.images, args.spatial_dims)
     masks = read_masks(args.mask, images, spatial_dims)
+    label_maps = read_label_maps(args.labels, images, spatial_dims, args.n_components)
     outputs = [_outputs(image, out_dir, args.overlay) for image in images]
     _check_outputs(outputs, args.force)
     for image in images:
@@ -115,6 +139,7 @@ def segment(args):
         random_state=args.random_state,
         device=args.device,
         verbose=int(args.verbose),
+        **_prior(data, label_maps, masks, spatial_dims, args.n_components),
     )
     slices = sum(image.slice_axis is not None for image in images)
     what = (
@@ -124,8 +149,13 @@ def segment(args):
     )
     print(
         f"Training one model (K={args.n_components}) on {what} of shape "
-        f"{data.shape[1:]} ..."
+        f"{data.shape[1:]}: class k means the same in every label map."
     )
+    if label_maps is not None:
+        print(
+            f"Classes from the label maps of the first {len(label_maps)} "
+            f"image(s) (--labels): class k is their class k."
+        )
     start = time.perf_counter()
     labels, interrupted = _fit_predict(
         model, data, None if masks is None else np.concatenate(masks)
@@ -247,6 +277,17 @@ def add_parser(commands):
         metavar="MASK",
         help="region of interest (nonzero inside): one file for all images, or "
         "one per image",
+    )
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        type=Path,
+        metavar="LABELS",
+        help="label maps of the first images, in order, that name the classes: "
+        f"class k as k (0 .. K-1), {OUTSIDE} for unlabelled pixels, as segment "
+        "writes them. The mean of each class's pixels starts its component "
+        "(means_init), so that class k of every label map written is class k "
+        "of these",
     )
     parser.add_argument(
         "--spatially-variant",
