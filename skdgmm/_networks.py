@@ -11,6 +11,7 @@ random number generator.
 
 import contextlib
 import contextvars
+import functools
 import itertools
 import math
 
@@ -38,24 +39,33 @@ class _TileableInstanceNorm:
     features normalised as a patch's were."""
 
     def forward(self, x):
-        use_input_stats = self.training or not _USE_RUNNING_STATS.get()
-        if use_input_stats and not self.training:
-            # the same normalisation (one group per channel), 4-6 times faster
-            # than instance_norm on the CPU; it keeps no running statistics,
-            # which only training updates
-            return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
-        # training updates the running statistics; inference with them
-        # (tiles, networks trained on patches) reads them
-        return F.instance_norm(
-            x,
-            self.running_mean,
-            self.running_var,
-            self.weight,
-            self.bias,
-            use_input_stats=use_input_stats,
-            momentum=self.momentum,
-            eps=self.eps,
-        )
+        if self.training:
+            # normalises by the input's statistics and updates the running ones
+            return F.instance_norm(
+                x,
+                self.running_mean,
+                self.running_var,
+                self.weight,
+                self.bias,
+                use_input_stats=True,
+                momentum=self.momentum,
+                eps=self.eps,
+            )
+        if _USE_RUNNING_STATS.get():
+            # what instance_norm does with use_input_stats=False, without its
+            # copies of the statistics per image (and exportable to ONNX)
+            return F.batch_norm(
+                x,
+                self.running_mean,
+                self.running_var,
+                self.weight,
+                self.bias,
+                training=False,
+                eps=self.eps,
+            )
+        # the same normalisation (one group per channel), 4-6 times faster
+        # than instance_norm on the CPU
+        return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
 
 
 class _InstanceNorm2d(_TileableInstanceNorm, nn.InstanceNorm2d):
@@ -135,16 +145,36 @@ class UNet(nn.Module):
 
     def forward(self, x):
         if self.training:
-            return self._forward(x)
-        large = math.prod(x.shape[2:]) > TILE_PIXELS
-        if not (large or self.trained_on_patches):
-            return self._forward(x)
-        with self.running_statistics():
-            return self._blend_tiles(x) if large else self._forward(x)
+            return self._padded(x, self._core)
+        return self.infer(x, self.core)
 
-    def _forward(self, x):
+    def infer(self, x, core):
+        """The logits of ``x`` at inference, computed by
+        ``core(padded, running)``: the network's pass on an input padded to
+        a multiple of ``2**depth`` pixels per axis, normalised by the
+        running statistics if ``running`` (:meth:`core`, or the same pass in
+        another runtime). Large inputs go in tiles."""
+        large = math.prod(x.shape[2:]) > TILE_PIXELS
+        running = large or bool(self.trained_on_patches)
+        piece = functools.partial(
+            self._padded, core=functools.partial(core, running=running)
+        )
+        return self._blend_tiles(x, piece) if large else piece(x)
+
+    def core(self, x, running):
+        """The pass on a padded input ``x``, normalised by the running
+        statistics of training if ``running``, else by the input's."""
+        with self.running_statistics() if running else contextlib.nullcontext():
+            return self._core(x)
+
+    def _padded(self, x, core):
+        """``core`` of ``x`` padded (edge values repeated) to a multiple of
+        ``2**depth``, cropped back to the size of ``x``."""
         size = x.shape[2:]
         x = F.pad(x, _padding(size, self.depth), mode="replicate")
+        return core(x)[(..., *(slice(0, s) for s in size))]
+
+    def _core(self, x):
         skips = []
         for level, encoder in enumerate(self.encoders):
             if level:
@@ -155,8 +185,7 @@ class UNet(nn.Module):
             self.upsamplers, self.decoders, reversed(skips[:-1])
         ):
             x = decoder(torch.cat([upsample(x), skip], dim=1))
-        x = self.head(x)
-        return x[(..., *(slice(0, s) for s in size))]
+        return self.head(x)
 
     @staticmethod
     @contextlib.contextmanager
@@ -169,8 +198,9 @@ class UNet(nn.Module):
         finally:
             _USE_RUNNING_STATS.reset(token)
 
-    def _blend_tiles(self, x):
-        """The logits of a large input, computed in overlapping tiles.
+    def _blend_tiles(self, x, piece):
+        """The logits of a large input, computed by ``piece`` in overlapping
+        tiles.
 
         Memory then stays that of one tile. Each tile's logits are weighted
         by a ramp that falls off over the overlap towards the tile's edges,
@@ -189,7 +219,7 @@ class UNet(nn.Module):
                 )
                 for axis, w in enumerate(window)
             )
-            logits[(..., *window)] += self._forward(x[(..., *window)]) * ramp
+            logits[(..., *window)] += piece(x[(..., *window)]) * ramp
             weights[window] += ramp
         return logits / weights
 

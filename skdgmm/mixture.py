@@ -54,6 +54,31 @@ def _in_dtype(mixture, dtype):
     )
 
 
+def _starting_point(model, X, mask, layout, warm, random_state):
+    """What a fit of ``model`` starts from: the intensity rescaling and its
+    maps, a sample of the pixels (for the scaling and the initial EM), the
+    scaling, and with ``warm`` the fitted :class:`Run` that training
+    continues (else None)."""
+    run = None
+    if warm:
+        rescaling = getattr(model, "_intensity_rescaling", None)
+        maps = intensity_maps(rescaling, X, mask, layout)
+        # training goes on as if it had not stopped (see History)
+        run = Run(
+            np.nan, np.nan, model.network_, model._history, model._initial_gaussians
+        )
+    else:
+        rescaling, maps = collection_rescaling(X, mask, layout, model.rescale_intensity)
+    # the scaling and the initial Gaussians need few pixels
+    pixels = training_sample(X, mask, layout, _INITIAL_PIXELS, random_state, maps)
+    scaling = (
+        model._scaling
+        if warm
+        else Scaling.from_pixels(pixels.astype(np.float64), model.reg_covar)
+    )
+    return rescaling, maps, pixels, scaling, run
+
+
 def _check_warm_start(model):
     """A ValueError if ``model``'s parameters changed what a warm start continues."""
     for name, now, fitted in [
@@ -460,9 +485,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         Gaussians give the training pixels the highest likelihood
         (``lower_bound_``) is kept, as in GaussianMixture. Each run first fits
         the network to the responsibilities of an initial Gaussian mixture
-        (``init_params``, then EM) for ``init_iter`` iterations, then minimises the negative
-        log-likelihood for at most ``max_iter`` iterations or until
-        it changes by less than ``tol``; otherwise a ``ConvergenceWarning`` is
+        (``init_params``, then EM) for ``init_iter`` iterations, then
+        minimises the negative log-likelihood for at most ``max_iter``
+        iterations or until it changes by less than ``tol``; otherwise a ``ConvergenceWarning`` is
         raised. With ``warm_start``, training continues from the fitted
         network. Interrupting (Ctrl-C) keeps the best model so far. Training
         whose log-likelihood ends more than 0.5 nats per pixel below where
@@ -506,24 +531,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
 
         device = resolve_device(self.device)
         random_state = check_random_state(self.random_state)
-        # the scaling and the initial Gaussians need few pixels
-        if warm:
-            rescaling, scaling = (
-                getattr(self, "_intensity_rescaling", None),
-                self._scaling,
-            )
-            maps = intensity_maps(rescaling, X, mask, layout)
-            # training goes on as if it had not stopped (see History)
-            warm = Run(
-                np.nan, np.nan, self.network_, self._history, self._initial_gaussians
-            )
-        else:
-            rescaling, maps = collection_rescaling(
-                X, mask, layout, self.rescale_intensity
-            )
-        pixels = training_sample(X, mask, layout, _INITIAL_PIXELS, random_state, maps)
-        if not warm:
-            scaling = Scaling.from_pixels(pixels.astype(np.float64), self.reg_covar)
+        rescaling, maps, pixels, scaling, warm = _starting_point(
+            self, X, mask, layout, warm, random_state
+        )
         batches = self._batches(X, mask, layout, scaling, device, maps)
         run, mixture = train(
             batches,

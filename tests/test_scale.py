@@ -1,5 +1,7 @@
 """Large images, volumes and collections: patches, tiles, memory maps, dask."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -26,10 +28,9 @@ def _logits(model, X, use_running_stats):
     )
     network = model.network_
     with torch.no_grad():
-        if not use_running_stats:
-            return network._forward(x)
-        with network.running_statistics():
-            return network._forward(x)
+        return network._padded(
+            x, functools.partial(network.core, running=use_running_stats)
+        )
 
 
 def test_tiled_inference_has_no_seams(small_tiles):

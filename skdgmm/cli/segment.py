@@ -237,7 +237,9 @@ def add_parser(commands):
         description=(
             "Train one DeepGaussianMixture on all IMAGEs (PNG, TIFF, JPEG or "
             "NIfTI, all of the same shape) and write a uint8 label map per image "
-            f"into OUT: component k as k, {OUTSIDE} outside the mask. PNG and "
+            f"into OUT: component k as k, {OUTSIDE} outside the mask. One model "
+            "for the whole study: class k is the same class in every label map "
+            "(--labels names the classes). PNG and "
             "JPEG inputs give PNG label maps, TIFF gives TIFF, NIfTI gives "
             "NIfTI with the input's affine. Beside each label map, "
             "<name>_preview.png shows the components in colours (printed at "
@@ -270,25 +272,7 @@ def add_parser(commands):
         metavar="OUT",
         help="output directory",
     )
-    parser.add_argument(
-        "--mask",
-        nargs="+",
-        type=Path,
-        metavar="MASK",
-        help="region of interest (nonzero inside): one file for all images, or "
-        "one per image",
-    )
-    parser.add_argument(
-        "--labels",
-        nargs="+",
-        type=Path,
-        metavar="LABELS",
-        help="label maps of the first images, in order, that name the classes: "
-        f"class k as k (0 .. K-1), {OUTSIDE} for unlabelled pixels, as segment "
-        "writes them. The mean of each class's pixels starts its component "
-        "(means_init), so that class k of every label map written is class k "
-        "of these",
-    )
+    _add_input_options(parser)
     parser.add_argument(
         "--spatially-variant",
         action="store_true",
@@ -315,6 +299,29 @@ def add_parser(commands):
     _add_output_options(parser)
     parser.set_defaults(run=segment, parser=parser)
     return parser
+
+
+def _add_input_options(parser):
+    """The region of interest and the label maps that name the classes."""
+    parser.add_argument(
+        "--mask",
+        nargs="+",
+        type=Path,
+        metavar="MASK",
+        help="region of interest (nonzero inside): one file for all images, or "
+        "one per image",
+    )
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        type=Path,
+        metavar="LABELS",
+        help="label maps of the first images, in order, that name the classes: "
+        f"class k as k (0 .. K-1), {OUTSIDE} for unlabelled pixels, as segment "
+        "writes them. The mean of each class's pixels starts its component "
+        "(means_init), so that class k of every label map written is class k "
+        "of these",
+    )
 
 
 def _add_output_options(parser):
