@@ -12,8 +12,9 @@ steps        cost of one network training step (forward, backward, AdamW) and
              per-step levers of the fit and of amortized inference
 predict      a model trained on other images labels new ones (a 256 x 256
              image, a stack of 16, a 3-channel image inside a 112 x 112
-             mask): predict against GaussianMixture.fit_predict on the
-             same pixels, median and range of repeats, labels' digest
+             mask): predict in torch and in ONNX Runtime (where installed)
+             against GaussianMixture.fit_predict on the same pixels, median
+             and range of repeats, labels' digests
 scaling      predict (and fit, 10 iterations) on one image from 128^2 to
              4096^2 pixels: time and peak memory
 volume       fit and predict a 128^3 volume (``spatial_dims=3``)
@@ -33,6 +34,7 @@ noisy, so compare the ratios, which are measured side by side.
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -233,10 +235,11 @@ def _masked_crops(n_images):
 
 
 def case_predict(repeat=15):
-    """A model trained on other images labels new ones: predict against
+    """A model trained on other images labels new ones: predict (in torch,
+    and in ONNX Runtime where it is installed) against
     GaussianMixture.fit_predict on the same pixels (per image), each timed in
     its own block of ``repeat`` calls: median and range, ms per image. The
-    labels' digest tells whether two versions label alike."""
+    labels' digest tells whether two versions (or runtimes) label alike."""
     X, _ = make_segmentation_images(25, (256, 256), noise=0.4, random_state=0)
     crops, mask = _masked_crops(10)
     whole = DeepGaussianMixture(3, random_state=0).fit(X[:8])
@@ -246,6 +249,8 @@ def case_predict(repeat=15):
         ("256², stack of 16", whole, X[9:], None, [x.reshape(-1, 1) for x in X[9:]]),
         ("112² crops, 3 channels", cropped, crops[8:9], mask[8:9], [crops[8][mask[8]]]),
     ]
+    installed = importlib.util.find_spec("onnxruntime") is not None
+    runtimes = ["torch"] + (["onnxruntime"] if installed else [])
     rows = []
     for name, model, new, new_mask, pixels in settings:
 
@@ -253,24 +258,26 @@ def case_predict(repeat=15):
             for image_pixels in pixels:
                 GaussianMixture(3, random_state=0).fit_predict(image_pixels)
 
+        row = dict(images=name)
         gmm = [1e3 * t / len(new) for t in spread(em, repeat)]
-        deep = [
-            1e3 * t / len(new)
-            for t in spread(lambda: model.predict(new, mask=new_mask), repeat)
-        ]
-        labels = model.predict(new, mask=new_mask)
-        rows.append(
-            dict(
-                images=name,
-                gmm_fit_predict_ms=gmm[0],
-                gmm_range_ms=f"{gmm[1]:.3g}–{gmm[2]:.3g}",
-                predict_ms=deep[0],
-                predict_range_ms=f"{deep[1]:.3g}–{deep[2]:.3g}",
-                speedup=gmm[0] / deep[0],
-                labels_md5=hashlib.md5(labels.tobytes()).hexdigest()[:8],
-            )
-        )
+        row.update(gmm_fit_predict_ms=gmm[0], gmm_range_ms=_range(gmm))
+        for runtime in runtimes:
+            model.set_params(runtime=runtime)
+            labels = model.predict(new, mask=new_mask)  # and export, once
+            deep = [
+                1e3 * t / len(new)
+                for t in spread(lambda: model.predict(new, mask=new_mask), repeat)
+            ]
+            row[f"{runtime}_ms"] = deep[0]
+            row[f"{runtime}_range_ms"] = _range(deep)
+            row[f"{runtime}_speedup"] = gmm[0] / deep[0]
+            row[f"{runtime}_labels_md5"] = hashlib.md5(labels.tobytes()).hexdigest()[:8]
+        rows.append(row)
     return rows
+
+
+def _range(times):
+    return f"{times[1]:.3g}–{times[2]:.3g}"
 
 
 def case_scaling():

@@ -63,6 +63,9 @@ class _TileableInstanceNorm:
                 training=False,
                 eps=self.eps,
             )
+        if torch.onnx.is_in_onnx_export():
+            # ONNX's InstanceNormalization; group_norm's export is slower
+            return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
         # the same normalisation (one group per channel), 4-6 times faster
         # than instance_norm on the CPU
         return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)

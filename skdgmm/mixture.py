@@ -32,6 +32,7 @@ from ._fitting import (
     warn_if_not_converged,
 )
 from ._gaussian import n_parameters
+from ._runtime import RUNTIMES, inference_network
 from ._layout import (
     channels_last,
     check_input,
@@ -295,6 +296,16 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
     device : str or torch.device, default="auto"
         Where to train: "auto" picks CUDA, then MPS, then the CPU.
 
+    runtime : {"auto", "torch", "onnxruntime"}, default="auto"
+        What runs the U-Net at inference on the CPU (``predict``,
+        ``predict_proba``, ``score_samples``): ONNX Runtime, which is 1.3-1.6
+        times faster there (``pip install "skdgmm[onnx]"``; the network is
+        exported once per fitted model, in about 0.1 s), or torch. "auto"
+        uses ONNX Runtime where it is installed; "onnxruntime" raises an
+        ImportError where it is not. Both compute the same function (logits
+        within about 1e-5 of each other); training, GPUs and tabular data
+        always use torch.
+
     Attributes
     ----------
     weights_ : ndarray of shape (n_components,)
@@ -402,6 +413,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         "gaussians": [StrOptions({"bounded", "free", "fixed"})],
         "rescale_intensity": ["boolean"],
         "device": [str, torch.device],
+        "runtime": [StrOptions(set(RUNTIMES))],
     }
 
     def __init__(
@@ -435,6 +447,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         gaussians="bounded",
         rescale_intensity=False,
         device="auto",
+        runtime="auto",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -464,6 +477,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         self.gaussians = gaussians
         self.rescale_intensity = rescale_intensity
         self.device = device
+        self.runtime = runtime
 
     def _batches(self, X, mask, layout, scaling, device, maps):
         return image_batches(
@@ -577,6 +591,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         network = self.network_
         if device.type != "cpu":
             network = copy.deepcopy(network).to(device=device, dtype=batches.dtype)
+        network = inference_network(network, self.runtime, device, batches.dtype)
         return X, mask, layout, batches, network
 
     def _responsibilities(self, X, mask):
