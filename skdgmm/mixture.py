@@ -298,7 +298,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
 
     runtime : {"auto", "torch", "onnxruntime"}, default="auto"
         What runs the U-Net at inference on the CPU (``predict``,
-        ``predict_proba``, ``score_samples``): ONNX Runtime, which is 1.3-1.6
+        ``predict_proba``, ``score_samples``): ONNX Runtime, which is 1.2-1.5
         times faster there (``pip install "skdgmm[onnx]"``; the network is
         exported once per fitted model, in about 0.1 s), or torch. "auto"
         uses ONNX Runtime where it is installed; "onnxruntime" raises an
