@@ -365,19 +365,22 @@ def image_batches(
     )
 
 
-def network_responsibilities(network, batches, n_components):
+def network_responsibilities(network, batches, n_components, adapt=None):
     """The softmax of the ``network``'s logits for every image of
     ``batches``: an array ``(N, K, *spatial)`` in the batches' dtype (float32
-    for images: the largest array of inference), zero outside the crops."""
+    for images: the largest array of inference), zero outside the crops.
+    ``adapt(resp, batch)``, if given, maps each batch's responsibilities
+    (see :mod:`skdgmm._adaptation`)."""
     resp = np.zeros(
         (len(batches), n_components) + batches.X.shape[2:],
         dtype=torch.empty(0, dtype=batches.dtype).numpy().dtype,
     )
     with torch.no_grad():
         for batch in batches.ordered(FORWARD_PIXELS):
-            resp[(batch.index, slice(None), *batch.region)] = (
-                network(batch.x_net).softmax(1).cpu().numpy()
-            )
+            batch_resp = network(batch.x_net).softmax(1)
+            if adapt is not None:
+                batch_resp = adapt(batch_resp, batch)
+            resp[(batch.index, slice(None), *batch.region)] = batch_resp.cpu().numpy()
     return resp
 
 
