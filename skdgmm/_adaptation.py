@@ -31,9 +31,11 @@ def adapt_responsibilities(resp, batch, n_iter, reg_covar, covariance_type):
     ``batch`` after ``n_iter`` EM iterations on each image's pixels inside
     its mask (``reg_covar`` in the likelihood's units); outside the mask
     they are ``resp``'s."""
-    pixels = batch.pixels(batch.x_lik).double()
-    prior = batch.pixels(resp).double()
-    inside = batch.mask.flatten(1).double().unsqueeze(-1)
+    # float64 for the M-step's sums over many pixels, where the device has it
+    dtype = torch.float32 if resp.device.type == "mps" else torch.float64
+    pixels = batch.pixels(batch.x_lik).to(dtype)
+    prior = batch.pixels(resp).to(dtype)
+    inside = batch.mask.flatten(1).to(dtype).unsqueeze(-1)
     log_prior = PRIOR_POWER * prior.clamp_min(torch.finfo(prior.dtype).tiny).log()
     posterior = prior
     for _ in range(n_iter):

@@ -208,7 +208,7 @@ def train(
                     problem.scaled, settings, scaling, random_state
                 )
             except KeyboardInterrupt:
-                if best is None:
+                if best_mixture is None:
                     raise
                 _warn_best_so_far()
                 break
@@ -234,7 +234,7 @@ def train(
         except TrainingDiverged as error:
             diverged, mixture = error, None
         except KeyboardInterrupt:
-            if best is None:
+            if best_mixture is None:
                 raise
             _warn_best_so_far()
             break

@@ -166,7 +166,8 @@ class UNet(nn.Module):
 
     def core(self, x, running):
         """The pass on a padded input ``x``, normalised by the running
-        statistics of training if ``running``, else by the input's."""
+        statistics of training if ``running``, else as the caller's context
+        says (:meth:`running_statistics`; by default, the input's)."""
         with self.running_statistics() if running else contextlib.nullcontext():
             return self._core(x)
 

@@ -36,8 +36,8 @@ _LOCK = threading.Lock()
 
 
 def onnxruntime_available():
-    """Whether ONNX Runtime can be imported."""
-    return importlib.util.find_spec("onnxruntime") is not None
+    """Whether ONNX Runtime, and onnx for torch's exporter, can be imported."""
+    return all(importlib.util.find_spec(name) for name in ("onnxruntime", "onnx"))
 
 
 def inference_network(network, runtime, device, dtype):
@@ -56,7 +56,7 @@ def inference_network(network, runtime, device, dtype):
     if not onnxruntime_available():
         if runtime == "onnxruntime":
             raise ImportError(
-                "runtime='onnxruntime' needs ONNX Runtime: pip install "
+                "runtime='onnxruntime' needs ONNX Runtime and onnx: pip install "
                 "'skdgmm[onnx]' (or use runtime='auto' or 'torch')."
             )
         return network

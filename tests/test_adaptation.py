@@ -100,3 +100,17 @@ def test_the_images_own_clusters_overrule_a_confident_wrong_network(rng):
     adapted = adapt_responsibilities(resp, batch, 5, 1e-6, "full")
     assert_array_equal(resp.argmax(1).ravel().numpy(), given)
     assert_array_equal(adapted.argmax(1).ravel().numpy(), truth)
+
+
+def test_scores_and_tables_are_not_adapted(images, rng):
+    X, _ = images
+    model = DeepGaussianMixture(3, spatially_variant=True, **FAST).fit(X)
+    score, samples = model.score(X), model.score_samples(X)
+    model.set_params(adapt_iter=3)
+    assert model.score(X) == score
+    assert_array_equal(model.score_samples(X), samples)
+    # a row's label never depends on the other rows of the call
+    table = np.r_[rng.normal(0, 1, (60, 2)), rng.normal(4, 1, (60, 2))]
+    tabular = DeepGaussianMixture(2, adapt_iter=5, **FAST).fit(table)
+    assert_array_equal(tabular.predict(table[:3]), tabular.predict(table)[:3])
+    assert_allclose(tabular.predict_proba(table[:3]), tabular.predict_proba(table)[:3])

@@ -493,7 +493,7 @@ def test_label_maps_name_the_classes_of_every_image(pngs, tmp_path, capsys, flip
 @pytest.mark.parametrize(
     "labels, message",
     [
-        ([[7, 1]], "classes 0 .. 1 (-k) and 255 for unlabelled pixels; found [7]"),
+        ([[7, 1]], "classes 0 .. 1 (K is -k) and 255 for unlabelled pixels; found [7]"),
         ([[0, 255]], "Classes [1] have no labelled pixel"),
         ([[0, 1]] * 3, "3 label maps for 2 images"),
     ],
@@ -526,3 +526,24 @@ def test_a_label_map_of_another_shape_is_refused(pngs, tmp_path, capsys):
         tmp_path / "prior.png",
     )
     assert "a label map of shape (8, 8) for an image of shape (32, 32)" in err
+
+
+def test_label_maps_as_tiff_floats_and_their_errors(pngs, tmp_path, capsys):
+    """NIfTI and TIFF label maps are often floats: whole numbers are read as
+    classes, negative values are named."""
+    paths, truth = pngs
+    prior = tmp_path / "prior.tif"
+    tifffile.imwrite(prior, truth[0].astype(np.float32))
+    out = tmp_path / "out"
+    assert _run(*paths, "-k", 2, "-o", out, "--labels", prior) == 0
+    written = imread(out / "image1_labels.png")
+    assert (written == truth[1]).mean() > 0.95
+    for values, message in [
+        (truth[0] - 1.0, "found [-1]"),
+        (truth[0] + 0.5, "a label map holds whole numbers"),
+    ]:
+        tifffile.imwrite(prior, values.astype(np.float32))
+        err = _usage_error(
+            capsys, *paths, "-k", 2, "-o", tmp_path / "o2", "--labels", prior
+        )
+        assert message in err

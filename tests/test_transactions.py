@@ -15,7 +15,6 @@ from sklearn.mixture import GaussianMixture
 import skdgmm._fitting
 from skdgmm import DeepGaussianMixture
 from skdgmm._fitting import TrainingDiverged, _better
-from skdgmm._training import History
 
 from .conftest import FAST
 
@@ -128,6 +127,27 @@ def test_n_init_keeps_the_finite_run_when_one_diverges(images, monkeypatch):
     monkeypatch.setattr(skdgmm._fitting, "fitted_mixture", first_diverges)
     model = DeepGaussianMixture(3, n_init=2, **FAST).fit(X)
     assert len(calls) == 2 and np.isfinite(model.lower_bound_)
+
+
+def test_ctrl_c_after_a_diverged_run_is_an_interruption(images, monkeypatch):
+    """With no finite run to keep, a Ctrl-C in the next initialization stops
+    the fit as an interruption, not as a divergence."""
+    X, _ = images
+    initial_mixture, calls = skdgmm._fitting.initial_mixture, []
+
+    def diverged(*args):
+        raise TrainingDiverged("diverged")
+
+    def interrupted_second(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return initial_mixture(*args)
+
+    monkeypatch.setattr(skdgmm._fitting, "fitted_mixture", diverged)
+    monkeypatch.setattr(skdgmm._fitting, "initial_mixture", interrupted_second)
+    with pytest.raises(KeyboardInterrupt):
+        DeepGaussianMixture(3, n_init=2, **FAST).fit(X)
 
 
 @pytest.mark.parametrize("seed", range(6))

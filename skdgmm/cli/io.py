@@ -329,13 +329,16 @@ def read_label_maps(paths, images, spatial_dims, n_components):
                 f"image of shape {image.spatial_shape}; they must match, with one "
                 "value per pixel"
             )
-        if not np.issubdtype(data.dtype, np.integer):
-            raise UsageError(f"{path}: a label map holds integers; got {data.dtype}")
-        invalid = np.unique(data[(data >= n_components) & (data != OUTSIDE)])
-        if invalid.size or data.min() < 0:
+        if not np.array_equal(data, np.round(data)):  # float files of whole numbers
+            raise UsageError(f"{path}: a label map holds whole numbers")
+        invalid = np.unique(
+            data[(data < 0) | (data >= n_components) & (data != OUTSIDE)]
+        )
+        if invalid.size:
             raise UsageError(
-                f"{path}: label maps hold classes 0 .. {n_components - 1} (-k) and "
-                f"{OUTSIDE} for unlabelled pixels; found {invalid.tolist()[:5]}"
+                f"{path}: label maps hold classes 0 .. {n_components - 1} (K is "
+                f"-k) and {OUTSIDE} for unlabelled pixels; found "
+                f"{invalid.astype(int).tolist()[:5]}"
             )
         maps.append(np.where(data == OUTSIDE, -1, data.astype(np.int64)))
     return maps
