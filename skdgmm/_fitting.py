@@ -31,7 +31,7 @@ from ._gaussian import (
 )
 from ._losses import flat_components, likelihood_loss, pretraining_loss
 from ._networks import UNet, build_network, unet_depth
-from ._training import GUARD_NATS, History, evaluate, optimize
+from ._training import GUARD_NATS, History, optimize
 
 # Most pixels whose responsibilities give the fitted Gaussians.
 POOLED_PIXELS = 2**21
@@ -125,8 +125,6 @@ class Settings:
 class Run:
     """One trained initialization."""
 
-    loss: float
-    log_likelihood: float
     network: torch.nn.Module
     history: History
     # the initial EM fit (weights, means, covariances) in the likelihood's units
@@ -239,6 +237,10 @@ def train(
             _warn_best_so_far()
             break
         log_likelihood = np.nan if mixture is None else mixture.log_likelihood
+        converged = "converged" if run.history.converged else "did not converge"
+        settings.say(
+            2, f"Initialization {converged}. lower bound {log_likelihood:.5f}."
+        )
         if _better(log_likelihood, best_log_likelihood):
             best, best_mixture, best_log_likelihood = run, mixture, log_likelihood
         if interrupted:
@@ -345,13 +347,7 @@ def _train_run(problem, network, initial, pretraining, generator, init, previous
     if isinstance(network, UNet) and batches.patched:
         # a warm start on whole images keeps what it was trained on
         network.trained_on_patches.fill_(True)
-    loss, log_likelihood = evaluate(network, loss_fn, batches)
-    settings.say(
-        2,
-        f"Initialization {'converged' if history.converged else 'did not converge'}."
-        f" lower bound {log_likelihood:.5f}.",
-    )
-    return Run(loss, log_likelihood, network.cpu(), history, initial)
+    return Run(network.cpu(), history, initial)
 
 
 def _report_iter(settings, progress, n_iter, loss, change):

@@ -182,14 +182,3 @@ def _cpu_copy(state_dict):
 def _state(network):
     """A copy of the network's parameters and buffers."""
     return {name: value.clone() for name, value in network.state_dict().items()}
-
-
-def evaluate(network, loss_fn, batches):
-    """Mean loss and mean log-likelihood of the network over all images."""
-    loss = log_likelihood = 0.0
-    with torch.no_grad():
-        for batch in batches.ordered():
-            batch_loss, batch_ll = loss_fn(network, batch)
-            loss += float(batch_loss) * len(batch)
-            log_likelihood += float(batch_ll) * len(batch)
-    return loss / len(batches), log_likelihood / len(batches)

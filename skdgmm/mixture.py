@@ -95,9 +95,7 @@ def _starting_point(model, X, mask, layout, warm, random_state):
         rescaling = getattr(model, "_intensity_rescaling", None)
         maps = intensity_maps(rescaling, X, mask, layout)
         # training goes on as if it had not stopped (see History)
-        run = Run(
-            np.nan, np.nan, model.network_, model._history, model._initial_gaussians
-        )
+        run = Run(model.network_, model._history, model._initial_gaussians)
     else:
         rescaling, maps = collection_rescaling(X, mask, layout, model.rescale_intensity)
     # the scaling and the initial Gaussians need few pixels

@@ -48,7 +48,7 @@ _STAGES = [
     ("sklearn.mixture.GaussianMixture.fit", RuntimeError("initial EM")),
     ("torch.optim.AdamW.step", RuntimeError("training")),
     ("torch.optim.AdamW.step", MemoryError()),
-    ("skdgmm._fitting.evaluate", KeyboardInterrupt()),
+    ("skdgmm._fitting.fitted_mixture", KeyboardInterrupt()),
     ("skdgmm._fitting._m_step", KeyboardInterrupt()),
     ("skdgmm._fitting._m_step", MemoryError()),
     ("skdgmm.mixture.fitted_attributes", RuntimeError("assignment")),
