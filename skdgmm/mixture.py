@@ -664,12 +664,15 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             stack = dask.array.from_zarr(...).rechunk((8, -1, -1))
             labels = stack.map_blocks(model.predict, dtype=int)
         """
-        if _adaptation(self):
-            _, mask, resp = self._responsibilities(X, mask)
-            labels = resp.argmax(-1)
+        _, mask, layout, batches, network = self._inference(X, mask)
+        adapt = _adaptation(self)
+        if adapt is None:
+            labels = network_labels(network, batches)
         else:
-            _, mask, layout, batches, network = self._inference(X, mask)
-            labels = pixels_last(network_labels(network, batches), layout)
+            # outside the crops (outside the mask) labelled -1 below
+            resp = network_responsibilities(network, batches, len(self.weights_), adapt)
+            labels = resp.argmax(1)
+        labels = pixels_last(labels, layout)
         if mask is not None:
             labels[~mask] = -1
         return labels

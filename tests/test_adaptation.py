@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.exceptions import NotFittedError
 from sklearn.mixture._gaussian_mixture import (
     _compute_precision_cholesky,
     _estimate_gaussian_parameters,
@@ -100,6 +101,12 @@ def test_the_images_own_clusters_overrule_a_confident_wrong_network(rng):
     adapted = adapt_responsibilities(resp, batch, 5, 1e-6, "full")
     assert_array_equal(resp.argmax(1).ravel().numpy(), given)
     assert_array_equal(adapted.argmax(1).ravel().numpy(), truth)
+
+
+def test_an_unfitted_model_says_so(images):
+    X, _ = images
+    with pytest.raises(NotFittedError):
+        DeepGaussianMixture(3, adapt_iter=3).predict(X)
 
 
 def test_scores_and_tables_are_not_adapted(images, rng):
