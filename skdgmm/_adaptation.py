@@ -14,7 +14,7 @@ import torch
 from ._gaussian import (
     compute_precision_cholesky,
     estimate_gaussian_parameters,
-    estimate_log_gaussian_prob,
+    mixture_posterior,
 )
 
 # The network's responsibilities are near 0 or 1 at most pixels: as a prior
@@ -42,13 +42,13 @@ def adapt_responsibilities(resp, batch, n_iter, reg_covar, covariance_type):
         nk, means, covariances = estimate_gaussian_parameters(
             pixels, posterior * inside, reg_covar, covariance_type
         )
-        log_prob = estimate_log_gaussian_prob(
+        log_weights = (nk / nk.sum(-1, keepdim=True)).log().unsqueeze(1)
+        posterior = mixture_posterior(
             pixels,
+            log_weights + log_prior,
             means,
             compute_precision_cholesky(covariances, covariance_type),
             covariance_type,
         )
-        log_weights = (nk / nk.sum(-1, keepdim=True)).log().unsqueeze(1)
-        posterior = (log_prob + log_weights + log_prior).softmax(-1).nan_to_num(0.0)
     adapted = torch.where(inside.bool(), posterior, prior).to(resp.dtype)
     return adapted.mT.reshape(resp.shape)

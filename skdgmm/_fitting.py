@@ -24,8 +24,8 @@ from ._data import batch_labels
 from ._gaussian import (
     compute_precision_cholesky,
     estimate_gaussian_parameters,
-    estimate_log_gaussian_prob,
     mixture_log_likelihood,
+    mixture_posterior,
     precision_shape,
     precisions_from_cholesky,
 )
@@ -181,73 +181,71 @@ def train(
     ``pixels`` are a sample of the training pixels in the input's units
     (for the initial EM fit), ``n_pixels`` their number. With ``warm`` (a
     :class:`Run` of an earlier fit), training continues its network once
-    instead. An interruption
-    (Ctrl-C) of training keeps the network as it is (see
-    :func:`~skdgmm._training.optimize`) and ends the initializations; one
-    in the initial EM fit of a later initialization keeps the best so far.
+    instead. An interruption (Ctrl-C) of training keeps the network as it
+    is (see :func:`~skdgmm._training.optimize`) and ends the
+    initializations; one anywhere else in a later initialization keeps the
+    best so far.
     """
     problem = _Problem(batches, layout, scaling, settings, scaling.pixels(pixels))
-    best = best_mixture = best_log_likelihood = diverged = None
+    best = diverged = None  # best: (run, its fitted mixture)
     for init in range(1 if warm else settings.n_init):
         settings.say(2, f"Initialization {init}")
-        # whether patches are cut can depend on the shuffled batches
-        batches.patched = False
-        generator = torch.Generator().manual_seed(
-            int(random_state.randint(np.iinfo(np.int32).max))
-        )
-        # the classes that training must keep, where a retry can keep them
-        pretrained = None
-        if warm:
-            network = copy.deepcopy(warm.network).to(device)
-            initial, pretraining = warm.initial, History()
-        else:
-            try:
-                mixture = initial_mixture(
-                    problem.scaled, settings, scaling, random_state
-                )
-            except KeyboardInterrupt:
-                if best_mixture is None:
-                    raise
-                _warn_best_so_far()
-                break
-            initial = (mixture.weights_, mixture.means_, mixture.covariances_)
-            close = has_flat_component(mixture, batches, settings)
-            network = new_network(batches, layout, settings, generator, device)
-            pretraining = pretrain(
-                network, mixture, batches, settings, generator, close
-            )
-            if not close and settings.max_iter > 0:
-                pretrained = _labelled(network, batches, settings.n_components)
-        previous = warm.history if warm else None
-        run = _train_run(
-            problem, network, initial, pretraining, generator, init, previous
-        )
-        interrupted = run.history.interrupted
-        if pretrained is not None and not interrupted:
-            run, interrupted = _retrain_if_emptied(
-                problem, run, mixture, pretrained, generator, init, device
-            )
         try:
+            run, interrupted = _initialization(
+                problem, init, random_state, device, warm
+            )
             mixture = fitted_mixture(run, batches, n_pixels, scaling, settings, device)
         except TrainingDiverged as error:
-            diverged, mixture = error, None
+            diverged = error
         except KeyboardInterrupt:
-            if best_mixture is None:
+            if best is None:
                 raise
             _warn_best_so_far()
             break
-        log_likelihood = np.nan if mixture is None else mixture.log_likelihood
-        converged = "converged" if run.history.converged else "did not converge"
-        settings.say(
-            2, f"Initialization {converged}. lower bound {log_likelihood:.5f}."
-        )
-        if _better(log_likelihood, best_log_likelihood):
-            best, best_mixture, best_log_likelihood = run, mixture, log_likelihood
+        else:
+            converged = "converged" if run.history.converged else "did not converge"
+            settings.say(
+                2,
+                f"Initialization {converged}. lower bound "
+                f"{mixture.log_likelihood:.5f}.",
+            )
+            if _better(mixture.log_likelihood, best and best[1].log_likelihood):
+                best = run, mixture
         if interrupted:
             break
-    if best_mixture is None:
+    if best is None:
         raise diverged
-    return best, best_mixture
+    return best
+
+
+def _initialization(problem, init, random_state, device, warm):
+    """Initialization number ``init`` trained (or with ``warm``, the earlier
+    fit's training continued): its :class:`Run`, and whether it was
+    interrupted."""
+    batches, settings = problem.batches, problem.settings
+    # whether patches are cut can depend on the shuffled batches
+    batches.patched = False
+    generator = torch.Generator().manual_seed(
+        int(random_state.randint(np.iinfo(np.int32).max))
+    )
+    if warm:
+        network = copy.deepcopy(warm.network).to(device)
+        run = _train_run(
+            problem, network, warm.initial, History(), generator, init, warm.history
+        )
+        return run, run.history.interrupted
+    em = initial_mixture(problem.scaled, settings, problem.scaling, random_state)
+    initial = (em.weights_, em.means_, em.covariances_)
+    close = has_flat_component(em, batches, settings)
+    network = new_network(batches, problem.layout, settings, generator, device)
+    pretraining = pretrain(network, em, batches, settings, generator, close)
+    # the classes that training must keep, where a retry can keep them
+    retry = not close and settings.max_iter > 0
+    pretrained = _labelled(network, batches, settings.n_components) if retry else None
+    run = _train_run(problem, network, initial, pretraining, generator, init)
+    if not retry or run.history.interrupted:
+        return run, run.history.interrupted
+    return _retrain_if_emptied(problem, run, em, pretrained, generator, init, device)
 
 
 def _warn_best_so_far():
@@ -550,18 +548,14 @@ def _m_step(pixels, resp, scaling, settings):
     # reg_covar) widens by orders of magnitude with it. One E-step with
     # the network's responsibilities as pixel-wise prior removes the leak
     # and leaves confident responsibilities as they are.
-    log_resp = (
-        estimate_log_gaussian_prob(
-            pixels,
-            means,
-            compute_precision_cholesky(covariances, covariance_type),
-            covariance_type,
-        )
-        + resp.log()
+    posterior = mixture_posterior(
+        pixels,
+        resp.log(),
+        means,
+        compute_precision_cholesky(covariances, covariance_type),
+        covariance_type,
     )
-    return estimate_gaussian_parameters(
-        pixels, log_resp.softmax(-1).nan_to_num(0.0), reg_covar, covariance_type
-    )
+    return estimate_gaussian_parameters(pixels, posterior, reg_covar, covariance_type)
 
 
 def fitted_attributes(run, mixture, scaling, rescaling):

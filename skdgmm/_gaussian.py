@@ -212,6 +212,15 @@ def mixture_log_likelihood(X, log_weights, means, precisions_chol, covariance_ty
     return torch.logsumexp(log_prob + log_weights, -1)
 
 
+def mixture_posterior(X, log_weights, means, precisions_chol, covariance_type):
+    """Posterior responsibilities of every pixel under a Gaussian mixture
+    (the E-step), ``(B, P, K)``; ``log_weights`` as for
+    :func:`mixture_log_likelihood`, pixel-wise priors included. A pixel that
+    no component can explain (all weights zero) gets zeros."""
+    log_prob = estimate_log_gaussian_prob(X, means, precisions_chol, covariance_type)
+    return (log_prob + log_weights).softmax(-1).nan_to_num(0.0)
+
+
 def precision_shape(covariance_type, n_components, n_features):
     """Shape of the (user-facing, numpy) precisions or covariances."""
     return {
