@@ -55,6 +55,7 @@ import argparse
 import json
 import time
 import warnings
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -380,27 +381,57 @@ HEADER = (
 
 
 # The collection protocol (--collection, DESIGN §5): a study, one fit for all
-# its slices. Each method maps (slices, means_init or None) to (labels, the
-# model fitted on the whole collection, or None for per-slice fits).
+# its slices. Each method maps (slices, a Prior or None) to (labels, the
+# model fitted on the whole collection, or None for per-slice fits), or to
+# None where it needs a prior.
+
+
+@dataclass
+class Prior:
+    """What a few labelled slices tell: their class means, and the slices."""
+
+    means: np.ndarray
+    labelled: object  # a Benchmark
 
 
 def per_slice_em(make_labels):
     """EM on each slice on its own, with ``means_init`` when given."""
 
-    def run(benchmark, means):
+    def run(benchmark, prior):
+        means = None if prior is None else prior.means
         return per_slice(partial(make_labels, means_init=means))(benchmark), None
 
     return run
 
 
-def deep_collection(benchmark, means):
+def deep_collection(benchmark, prior):
+    means = None if prior is None else prior.means
     return fit_collection(benchmark, spatially_variant=False, means_init=means)
+
+
+def labelled_collection(benchmark, prior):
+    """One network fitted on the slices and the labelled ones, whose labels
+    enter the fit (``labels=``); the labels of the slices. Without a prior
+    it is "deepG on the collection"."""
+    if prior is None:
+        return None
+    known = prior.labelled
+    inside = known.masks & np.isin(known.labels, known.classes)
+    partial_labels = np.where(inside, np.searchsorted(known.classes, known.labels), -1)
+    model = _deep(n_components=benchmark.n_components)
+    model.fit(
+        np.concatenate([known.images, benchmark.images]),
+        mask=np.concatenate([known.masks, benchmark.masks]),
+        labels=np.concatenate([partial_labels, np.full(benchmark.masks.shape, -1)]),
+    )
+    return model.predict(benchmark.images, mask=benchmark.masks), _fitted(model)
 
 
 COLLECTION_METHODS = {
     "GaussianMixture per slice": per_slice_em(gmm),
     "GaussianMixture+smooth per slice": per_slice_em(gmm_smoothed),
     "deepG on the collection": deep_collection,
+    "deepG on the collection, labels of the prior's slices": labelled_collection,
 }
 
 # Channel whose mean intensity orders per-slice components (others: channel 0)
@@ -472,25 +503,30 @@ def evaluate_collection(benchmark, n_labelled=3):
     n_labelled = min(n_labelled, len(np.unique(benchmark.groups)) - 1)
     labelled = labelled_slices(benchmark, n_labelled)
     rest = rest_of(benchmark, labelled)
-    means = class_means(benchmark, labelled) if labelled else None
+    prior = None
+    if labelled:
+        prior = Prior(class_means(benchmark, labelled), benchmark.subset(labelled))
     rows = []
     for name, run in COLLECTION_METHODS.items():
         row = dict(dataset=benchmark.name, method=name, n_images=len(benchmark.images))
         if labelled:
-            (labels, model), seconds = timed(partial(run, means=means), rest)
+            (labels, model), seconds = timed(partial(run, prior=prior), rest)
             row["with_prior"] = dict(
                 n_labelled=len(labelled),
                 n_images=len(rest.images),
                 **collection_dice(rest, labels, matched=False),
                 **_fit(rest, model, seconds),
             )
-        (labels, model), seconds = timed(partial(run, means=None), benchmark)
-        row["per_slice_matched"] = collection_dice(benchmark, labels, matched=True)
-        if model is None:
-            labels = by_intensity(benchmark, labels)
-        once = matched_once(benchmark, labels)
-        row["one_matching"] = collection_dice(benchmark, once, matched=False)
-        row.update(without_prior=_fit(benchmark, model, seconds))
+        row.update(per_slice_matched=None, one_matching=None, without_prior=None)
+        result, seconds = timed(partial(run, prior=None), benchmark)
+        if result is not None:
+            labels, model = result
+            row["per_slice_matched"] = collection_dice(benchmark, labels, matched=True)
+            if model is None:
+                labels = by_intensity(benchmark, labels)
+            once = matched_once(benchmark, labels)
+            row["one_matching"] = collection_dice(benchmark, once, matched=False)
+            row["without_prior"] = _fit(benchmark, model, seconds)
         row.update(overrides=dict(OVERRIDES))
         print(_collection_row(row), flush=True)
         rows.append(row)

@@ -215,7 +215,36 @@ def train(
             break
     if best is None:
         raise diverged
+    if warm:
+        return _no_worse_than_start(warm, best, problem, n_pixels, device)
     return best
+
+
+def _no_worse_than_start(warm, best, problem, n_pixels, device):
+    """The result ``best`` (run, mixture) of a warm start, or where it gives
+    the training pixels a lower likelihood than the model it continued
+    (gradient steps are not monotone as EM's are), that model, converged:
+    its Gaussians the M-step of its responsibilities on these pixels."""
+    settings = problem.settings
+    start = fitted_mixture(
+        Run(copy.deepcopy(warm.network), warm.history, warm.initial),
+        problem.batches,
+        n_pixels,
+        problem.scaling,
+        settings,
+        device,
+    )
+    if not start.log_likelihood > best[1].log_likelihood:
+        return best
+    settings.say(
+        1,
+        "Training lowered the likelihood of the model it continued; keeping "
+        "that model (converged).",
+    )
+    history = warm.history.continued(
+        History(converged=True, optimizer_state=warm.history.optimizer_state)
+    )
+    return Run(warm.network, history, warm.initial), start
 
 
 def _initialization(problem, init, random_state, device, warm):
@@ -365,10 +394,14 @@ def initial_mixture(scaled, settings, scaling, random_state):
     precisions_init = settings.precisions_init
     if precisions_init is not None:
         precisions_init = scaling.precisions(precisions_init)
+    # GaussianMixture(max_iter=0) started from precisions_init fails (it
+    # has no covariances_ to return): it starts without them, and they are
+    # set as its initialization would have set them
+    initialization = settings.max_iter == 0 and precisions_init is not None
     with warnings.catch_warnings():
         # the network's training decides convergence, not this EM
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return GaussianMixture(
+        em = GaussianMixture(
             settings.n_components,
             covariance_type=settings.covariance_type,
             tol=settings.tol,
@@ -376,11 +409,21 @@ def initial_mixture(scaled, settings, scaling, random_state):
             init_params=settings.init_params,
             weights_init=settings.weights_init,
             means_init=means_init,
-            precisions_init=precisions_init,
+            precisions_init=None if initialization else precisions_init,
             # max_iter=0 returns the initialization, as GaussianMixture does
             max_iter=_INITIAL_EM_ITER if settings.max_iter else 0,
             random_state=random_state,
         ).fit(scaled)
+    if initialization:
+        full = settings.covariance_type in ("full", "tied")
+        em.covariances_ = (
+            np.linalg.inv(precisions_init) if full else 1.0 / precisions_init
+        )
+        em.precisions_cholesky_ = compute_precision_cholesky(
+            torch.as_tensor(em.covariances_), settings.covariance_type
+        ).numpy()
+        em.precisions_ = np.asarray(precisions_init, dtype=float)
+    return em
 
 
 def new_network(batches, layout, settings, generator, device):
@@ -448,6 +491,7 @@ def _likelihood_loss(initial, problem):
         else settings.spatial_regularization,
         mean_regularization=settings.mean_regularization,
         mean_target=mean_target,
+        label_weight=batches.label_weight,
     )
 
 

@@ -168,6 +168,22 @@ def soft_cross_entropy(logits, target_log_resp, batch):
     return batch.masked_mean(-(target_log_resp.exp() * log_w).sum(-1))
 
 
+def label_energy(logits, batch):
+    """Per-image cross-entropy of the network's responsibilities to the
+    labels of ``batch.labels``: summed over the labelled pixels, divided by
+    the pixels in the mask, so that a labelled pixel costs its
+    cross-entropy beside its energy.
+
+    Returns
+    -------
+    energy : torch.Tensor of shape (B,)
+    """
+    cross_entropy = torch.nn.functional.cross_entropy(
+        logits, batch.labels, ignore_index=-1, reduction="none"
+    )
+    return cross_entropy.flatten(1).sum(-1) / batch.mask.flatten(1).sum(-1).clamp_min(1)
+
+
 def potts_energy(logits, batch):
     """Per-image expected disagreement of neighbouring pixels' labels.
 
@@ -203,9 +219,11 @@ def likelihood_loss(
     spatial_regularization,
     mean_regularization,
     mean_target,
+    label_weight=0.0,
 ):
-    """The training loss: the mixture's energy plus the Potts energy and
-    the mean regularization, averaged over the images of a batch.
+    """The training loss: the mixture's energy plus the Potts energy, the
+    mean regularization and, for batches with labels, ``label_weight``
+    times their :func:`label_energy`, averaged over the images of a batch.
 
     ``initial`` are the initial Gaussians ``(weights, means, covariances)``
     as tensors with a leading axis of length 1, ``mean_target`` ``(K, F)``
@@ -228,6 +246,8 @@ def likelihood_loss(
             initial=initial,
         )
         loss = batch.image_mean(energy)
+        if batch.labels is not None:
+            loss = loss + label_weight * batch.image_mean(label_energy(logits, batch))
         if spatial_regularization:
             loss = loss + spatial_regularization * batch.image_mean(
                 potts_energy(logits, batch)
@@ -256,6 +276,13 @@ def pretraining_loss(log_weights, means, precisions_chol, covariance_type):
             batch.pixels(batch.x_lik), means, precisions_chol, covariance_type
         )
         target = (log_prob + log_weights).log_softmax(-1)
+        if batch.labels is not None:
+            # a labelled pixel's target is its class
+            labels = batch.labels.flatten(1)
+            one_hot = torch.nn.functional.one_hot(labels.clamp_min(0), target.shape[-1])
+            target = torch.where(
+                (labels >= 0).unsqueeze(-1), one_hot.to(target.dtype).log(), target
+            )
         cross_entropy = soft_cross_entropy(network(batch.x_net), target, batch)
         # a posterior of exactly 0 contributes nothing (0 log 0 = 0)
         entropy = -(target.exp() * target).nan_to_num(0.0).sum(-1)

@@ -123,6 +123,75 @@ def export_core(network, running):
     return buffer.getvalue()
 
 
+class _Deployed(nn.Module):
+    """A fitted U-Net from input units to responsibilities and labels, for
+    :func:`export_model`: the network's input scaling, padding to a multiple
+    of ``2**depth`` (edge values repeated) and the softmax are in the
+    graph."""
+
+    def __init__(self, network, center, channel_scale):
+        super().__init__()
+        self.network = network
+        shape = (1, -1) + (1,) * (network.encoders[0][0].weight.ndim - 2)
+        self.register_buffer("center", torch.tensor(center).float().reshape(shape))
+        self.register_buffer(
+            "scale", torch.tensor(channel_scale).float().reshape(shape)
+        )
+
+    def forward(self, x):
+        size = x.shape[2:]
+        step = 2**self.network.depth
+        padding = []
+        for s in reversed(size):
+            # traced: a size of the graph's input, not a constant
+            padding += [0, (-s) % step]
+        x = nn.functional.pad((x - self.center) / self.scale, padding, mode="replicate")
+        running = bool(self.network.trained_on_patches)
+        logits = self.network.core(x, running)[(..., *(slice(0, s) for s in size))]
+        return logits.softmax(1), logits.argmax(1)
+
+
+def export_model(network, scaling, path, n_components):
+    """Write the ONNX model of a fitted U-Net's inference (see
+    :meth:`skdgmm.DeepGaussianMixture.to_onnx`) to ``path``."""
+    import onnx
+
+    deployed = _Deployed(
+        copy.deepcopy(network).cpu().float(), scaling.center, scaling.channel_scale
+    ).eval()
+    first = network.encoders[0][0]
+    spatial_dims = first.weight.ndim - 2
+    example = torch.zeros(
+        (1, first.in_channels) + (2 * 2**network.depth,) * spatial_dims
+    )
+    spatial = {2 + i: f"size{i}" for i in range(spatial_dims)}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as in export_core
+        torch.onnx.export(
+            deployed,
+            (example,),
+            buffer,
+            input_names=["x"],
+            output_names=["probabilities", "labels"],
+            dynamic_axes={
+                "x": {0: "n", **spatial},
+                "probabilities": {0: "n", **spatial},
+                "labels": {0: "n", **{k - 1: v for k, v in spatial.items()}},
+            },
+            opset_version=17,
+            **_TORCHSCRIPT_EXPORTER,
+        )
+    model = onnx.load_from_string(buffer.getvalue())
+    model.doc_string = (
+        f"skdgmm DeepGaussianMixture: x (N, C, *spatial) float32 in the "
+        f"training images' units, channels first, each spatial size at least "
+        f"{2 * 2**network.depth}; probabilities (N, {n_components}, *spatial); "
+        f"labels (N, *spatial) int64."
+    )
+    onnx.save(model, path)
+
+
 def _new_session(model):
     import onnxruntime
 

@@ -42,7 +42,8 @@ from ._layout import (
     set_input_attributes,
     validate_input,
 )
-from ._runtime import RUNTIMES, inference_network
+from ._runtime import RUNTIMES, export_model, inference_network
+from .priors import check_labels, labelled_mixture
 
 # Pixels drawn for the input's scaling and the initial EM fit.
 _INITIAL_PIXELS = 100_000
@@ -57,7 +58,7 @@ def _in_dtype(mixture, dtype):
     )
 
 
-def _batches(model, X, mask, layout, scaling, device, maps):
+def _batches(model, X, mask, layout, scaling, device, maps, labels=None):
     """The images as :class:`~skdgmm._data.ImageBatches` for ``model``."""
     return image_batches(
         X,
@@ -68,6 +69,7 @@ def _batches(model, X, mask, layout, scaling, device, maps):
         device=device,
         patch_pixels=model.patch_pixels,
         rescaling=maps,
+        labels=labels,
     )
 
 
@@ -106,6 +108,56 @@ def _starting_point(model, X, mask, layout, warm, random_state):
         else Scaling.from_pixels(pixels.astype(np.float64), model.reg_covar)
     )
     return rescaling, maps, pixels, scaling, run
+
+
+def _labelled_settings(X, mask, layout, labels, settings):
+    """Validated partial ``labels`` (-1 outside the mask) and ``settings``
+    whose initial mixture, where no ``*_init`` is given, is the M-step of
+    the labelled pixels."""
+    shape = layout.pixel_shape(X.shape)
+    labels = check_labels(labels, shape, settings.n_components)
+    if mask is not None:
+        # every class needs a labelled pixel inside the mask too
+        labels = check_labels(np.where(mask, labels, -1), shape, settings.n_components)
+    init = labelled_mixture(
+        X,
+        labels,
+        layout,
+        settings.n_components,
+        settings.covariance_type,
+        settings.reg_covar,
+    )
+    given = {name: getattr(settings, name) for name in init}
+    if all(value is None for value in given.values()):
+        settings = dataclasses.replace(settings, **init)
+    return labels, settings
+
+
+def _gaussian_mixture(model):
+    """The fitted Gaussians of ``model`` as a fitted GaussianMixture."""
+    mixture = GaussianMixture(
+        model.n_components,
+        covariance_type=model.covariance_type,
+        random_state=model.random_state,
+    )
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        setattr(mixture, name, getattr(model, name))
+    return mixture
+
+
+def _check_deployable(model):
+    """A ValueError if ``model``'s inference is not one network's pass."""
+    if model._layout.tabular:
+        raise ValueError(
+            "to_onnx exports models fitted on images; this one was fitted on "
+            "tabular data."
+        )
+    if getattr(model, "_intensity_rescaling", None) is not None:
+        raise ValueError(
+            "to_onnx does not export the per-image intensity rescaling of "
+            "rescale_intensity=True; fit with rescale_intensity=False to deploy "
+            "the model outside Python."
+        )
 
 
 def _check_warm_start(model):
@@ -523,7 +575,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         self.adapt_iter = adapt_iter
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, *, mask=None):
+    def fit(self, X, y=None, *, mask=None, labels=None):
         """Train the network on the mixture likelihood of the pixels of X.
 
         The model is trained ``n_init`` times and the run whose fitted Gaussians
@@ -557,6 +609,18 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             network as context. Tabular data takes a mask of shape
             ``(n_samples,)``.
 
+        labels : array-like of int, shape of the mask, default=None
+            Partial labels (scikit-learn's semi-supervised convention): the
+            class ``0 .. n_components - 1`` of each labelled pixel, -1 for
+            the others (and ignored outside the mask); every class needs a
+            labelled pixel. Class k of the labels is then component k of
+            the fit: the initial mixture is the M-step of the labelled
+            pixels (unless ``*_init`` parameters are given), and training
+            adds the cross-entropy of the network's responsibilities to the
+            labels, the labelled pixels weighing as much in the loss as all
+            pixels together (each at least as much as ten unlabelled ones).
+            A few labelled images name the classes of a whole collection.
+
         Returns
         -------
         self : object
@@ -569,6 +633,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         X, mask, layout, attributes = check_input(self, X, mask, reset=not warm)
         n_pixels = count_pixels(X.shape, mask, layout)
         settings = Settings.from_params(self.get_params())
+        if labels is not None:
+            labels, settings = _labelled_settings(X, mask, layout, labels, settings)
         settings.check_sizes(
             n_pixels,
             attributes.get("n_features_in_", getattr(self, "n_features_in_", 0)),
@@ -579,7 +645,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         rescaling, maps, pixels, scaling, warm = _starting_point(
             self, X, mask, layout, warm, random_state
         )
-        batches = _batches(self, X, mask, layout, scaling, device, maps)
+        batches = _batches(self, X, mask, layout, scaling, device, maps, labels)
         run, mixture = train(
             batches,
             pixels,
@@ -677,12 +743,12 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             labels[~mask] = -1
         return labels
 
-    def fit_predict(self, X, y=None, *, mask=None):
+    def fit_predict(self, X, y=None, *, mask=None, labels=None):
         """Fit the model on X and label its pixels.
 
         Parameters
         ----------
-        X, y, mask
+        X, y, mask, labels
             As in :meth:`fit`.
 
         Returns
@@ -690,7 +756,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         labels : ndarray of int
             As in :meth:`predict`.
         """
-        return self.fit(X, mask=mask).predict(X, mask=mask)
+        return self.fit(X, mask=mask, labels=labels).predict(X, mask=mask)
 
     def predict_proba(self, X, *, mask=None):
         """Responsibility of each component for every pixel.
@@ -836,11 +902,57 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             Component labels.
         """
         check_is_fitted(self)
-        mixture = GaussianMixture(
-            self.n_components,
-            covariance_type=self.covariance_type,
-            random_state=self.random_state,
-        )
-        for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
-            setattr(mixture, name, getattr(self, name))
-        return mixture.sample(n_samples)
+        return _gaussian_mixture(self).sample(n_samples)
+
+    def to_onnx(self, path):
+        """Write the fitted network's inference as an ONNX model, for
+        deployment outside Python (ONNX Runtime, OpenVINO, TensorRT...).
+
+        The graph takes ``x``, float32 images ``(N, C, *spatial)`` in the
+        units of the training images with the channels first (ONNX's
+        layout; ``np.moveaxis(images, -1, 1)`` from this estimator's), of
+        any batch and spatial sizes, each spatial size at least
+        ``2 ** (network depth + 1)``. It returns ``probabilities`` ``(N, K,
+        *spatial)`` and ``labels`` ``(N, *spatial)`` (int64): what
+        :meth:`predict_proba` and :meth:`predict` give for images of up to
+        ``2**19`` pixels without ``adapt_iter`` (larger ones go in tiles
+        there). For a model fitted with a mask, pass the box around each
+        image's mask widened by 8 pixels, as :meth:`predict` does. Needs the
+        ``onnx`` extra (``pip install "skdgmm[onnx]"``).
+
+        Parameters
+        ----------
+        path : str or path-like
+            Where to write the model (``.onnx``).
+
+        Returns
+        -------
+        path : str or path-like
+            ``path``.
+
+        Raises
+        ------
+        ValueError
+            If the model was fitted on tabular data or with
+            ``rescale_intensity`` (a per-image map the graph does not hold).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np, onnxruntime
+        >>> from skdgmm import DeepGaussianMixture
+        >>> from skdgmm.datasets import make_segmentation_images
+        >>> images, _ = make_segmentation_images(2, (32, 32), random_state=0)
+        >>> model = DeepGaussianMixture(3, max_iter=5, random_state=0,
+        ...                             device="cpu").fit(images)
+        >>> path = model.to_onnx(os.path.join(tempfile.mkdtemp(), "model.onnx"))
+        >>> session = onnxruntime.InferenceSession(path)
+        >>> x = images[:, np.newaxis].astype(np.float32)  # (N, C, H, W)
+        >>> probabilities, labels = session.run(None, {"x": x})
+        >>> bool((labels == model.predict(images)).all())
+        True
+        """
+        check_is_fitted(self)
+        _check_deployable(self)
+        export_model(self.network_, self._scaling, path, len(self.weights_))
+        return path

@@ -82,29 +82,57 @@ def init_from_labels(
     """
     X = np.asarray(X, dtype=np.float64)
     layout = layout_for(X.ndim, spatial_dims)
+    labels = check_labels(labels, layout.pixel_shape(X.shape), n_components)
+    if n_components is None:
+        n_components = int(labels.max()) + 1
+    return labelled_mixture(X, labels, layout, n_components, covariance_type, reg_covar)
+
+
+def check_labels(labels, pixel_shape, n_components=None):
+    """Validate partial labels: an int array of ``pixel_shape``, each value
+    -1 (unlabelled) or a class ``0 .. n_components - 1`` (by default, any
+    class), every class with a labelled pixel.
+
+    Raises
+    ------
+    TypeError
+        If the labels are not integers.
+    ValueError
+        If they are not shaped ``pixel_shape``, hold values below -1 or of
+        ``n_components`` and above, or leave a class without pixels.
+    """
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(
             f"labels must be integers (-1 for unlabelled pixels); got dtype "
             f"{labels.dtype}."
         )
-    labelled = check_mask(labels >= 0, layout.pixel_shape(X.shape))
+    labelled = check_mask(labels >= 0, pixel_shape)
     if not labelled.any():
         raise ValueError("labels hold no labelled pixel (all are -1).")
-    if n_components is None:
-        n_components = int(labels.max()) + 1
-    if labels.min() < -1 or labels.max() >= n_components:
+    n_classes = int(labels.max()) + 1 if n_components is None else n_components
+    if labels.min() < -1 or labels.max() >= n_classes:
         raise ValueError(
-            f"labels must be -1 (unlabelled) or 0 .. {n_components - 1}; got "
+            f"labels must be -1 (unlabelled) or 0 .. {n_classes - 1}; got "
             f"values from {labels.min()} to {labels.max()}."
         )
-    counts = np.bincount(labels[labelled], minlength=n_components)
+    counts = np.bincount(labels[labelled], minlength=n_classes)
     if (counts == 0).any():
         raise ValueError(
             f"Classes {np.flatnonzero(counts == 0).tolist()} have no labelled "
             "pixel: every class needs at least one."
         )
-    pixels = torch.as_tensor(masked_pixels(X, labelled, layout))[None]
+    return labels
+
+
+def labelled_mixture(X, labels, layout, n_components, covariance_type, reg_covar):
+    """The M-step of validated ``labels`` on the pixels of X laid out as
+    ``layout`` says: ``weights_init``, ``means_init`` and
+    ``precisions_init`` in X's units."""
+    labelled = labels >= 0
+    pixels = torch.as_tensor(masked_pixels(X, labelled, layout), dtype=torch.float64)[
+        None
+    ]
     resp = torch.nn.functional.one_hot(
         torch.as_tensor(labels[labelled].astype(np.int64)), n_components
     ).double()[None]

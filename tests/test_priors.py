@@ -125,3 +125,75 @@ def test_a_small_class_survives_a_collection_fit_from_a_prior(capsys):
     assert_allclose(model.weights_, shares, atol=0.05)
     # no matching: class k of the prior is component k
     assert dice_score(truth[mask], predicted[mask], labels=range(3)).min() > 0.7
+
+
+def _named(names):
+    """Four images, the first labelled with class ``names[t]`` for truth t."""
+    images, truth = make_segmentation_images(4, (24, 24), noise=0.15, random_state=0)
+    partial = np.full_like(truth, -1)
+    partial[0] = np.asarray(names)[truth[0]]
+    return images, truth, partial
+
+
+@pytest.mark.parametrize("names", [[2, 0, 1], [1, 2, 0]])
+def test_fit_with_labels_gives_class_k_of_the_labels(names):
+    images, truth, partial = _named(names)
+    model = DeepGaussianMixture(3, random_state=0, device="cpu")
+    predicted = model.fit_predict(images, labels=partial)
+    assert (predicted[1:] == np.asarray(names)[truth[1:]]).mean() > 0.95
+    # weights describe the labels, as without them
+    shares = np.bincount(predicted.ravel(), minlength=3) / predicted.size
+    assert_allclose(model.weights_, shares, atol=0.05)
+
+
+def test_labels_start_the_mixture_unless_an_init_is_given():
+    images, _, partial = _named([2, 0, 1])
+    init = init_from_labels(images, partial)
+    model = DeepGaussianMixture(3, max_iter=0, random_state=0, device="cpu")
+    # max_iter=0 returns the initialization, as GaussianMixture does
+    assert_allclose(model.fit(images, labels=partial).means_, init["means_init"])
+    means_init = init["means_init"][::-1] + 0.01
+    model.set_params(means_init=means_init).fit(images, labels=partial)
+    assert_allclose(model.means_, means_init)
+
+
+def test_labels_of_tabular_data_and_inside_a_mask(rng):
+    X = np.r_[rng.standard_normal((60, 2)), rng.standard_normal((60, 2)) + 6]
+    labels = np.full(120, -1)
+    labels[[0, 1, 60, 61]] = [1, 1, 0, 0]
+    model = DeepGaussianMixture(2, max_iter=20, random_state=0, device="cpu")
+    predicted = model.fit_predict(X, labels=labels)
+    assert (predicted == np.repeat([1, 0], 60)).mean() > 0.95
+    images, _, partial = _named([0, 1, 2])
+    mask = np.ones(images.shape, dtype=bool)
+    mask[0, :12] = False
+    # labels outside the mask are ignored, but each class needs one inside
+    DeepGaussianMixture(3, max_iter=0, device="cpu").fit(
+        images, mask=mask, labels=partial
+    )
+    only_outside = np.where(mask, np.minimum(partial, 1), partial)
+    with pytest.raises(ValueError, match=r"Classes \[2\] have no labelled pixel"):
+        DeepGaussianMixture(3, device="cpu").fit(images, mask=mask, labels=only_outside)
+
+
+def test_bad_labels_are_refused_before_any_work(rng, monkeypatch):
+    import skdgmm.mixture
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(skdgmm.mixture, "train", no_training)
+    X = rng.standard_normal((2, 8, 8))
+    labels = rng.randint(0, 2, (2, 8, 8))
+    before = labels.copy()
+    model = DeepGaussianMixture(2, device="cpu")
+    with pytest.raises(TypeError, match="integers"):
+        model.fit(X, labels=labels.astype(float))
+    with pytest.raises(ValueError, match="shape"):
+        model.fit(X, labels=labels[:, :7])
+    with pytest.raises(ValueError, match="-1 .unlabelled. or 0 .. 1"):
+        model.fit(X, labels=labels + 1)
+    with pytest.raises(ValueError, match="no labelled pixel"):
+        model.fit(X, labels=np.full_like(labels, -1))
+    assert_array_equal(labels, before)
+    assert not hasattr(model, "network_")

@@ -159,3 +159,67 @@ def test_missing_onnx_runtime(monkeypatch):
     assert_array_equal(model.set_params(runtime="auto").predict(X), expected)
     with pytest.raises(ImportError, match=r"pip install 'skdgmm\[onnx\]'"):
         model.set_params(runtime="onnxruntime").predict(X)
+
+
+def _deployed(model, X, tmp_path):
+    """Probabilities and labels of ``model.to_onnx`` run by ONNX Runtime on
+    the images X (channels last, as the estimator takes them)."""
+    import onnxruntime
+
+    path = model.to_onnx(tmp_path / "model.onnx")
+    session = onnxruntime.InferenceSession(str(path))
+    x = np.moveaxis(X if X.ndim > model.spatial_dims + 1 else X[..., None], -1, 1)
+    return session.run(None, {"x": x.astype(np.float32)})
+
+
+@requires_onnxruntime
+@pytest.mark.parametrize(
+    "shape, n_channels, params",
+    [
+        ((32, 40), 1, {}),
+        ((24, 24), 3, {}),
+        ((12, 16, 12), 1, {"spatial_dims": 3}),
+        ((48, 48), 1, {"patch_pixels": 256}),
+    ],
+)
+def test_to_onnx_labels_new_images_as_predict(tmp_path, shape, n_channels, params):
+    model = DeepGaussianMixture(3, **FAST, **params).fit(_images(shape, n_channels))
+    # a batch and sizes other than training's (odd ones padded in the graph)
+    X = _images(tuple(s + 5 for s in shape), n_channels, 2, 1)
+    model.set_params(runtime="torch")
+    probabilities, labels = _deployed(model, X, tmp_path)
+    expected = model.predict(X)
+    assert len(np.unique(expected)) > 1
+    assert_array_equal(labels, expected)
+    assert_allclose(
+        np.moveaxis(probabilities, 1, -1), model.predict_proba(X), atol=1e-4
+    )
+
+
+@requires_onnxruntime
+def test_to_onnx_of_a_masked_model_labels_the_box_around_the_mask(tmp_path):
+    X = _images((64, 64), n_images=2)
+    mask = np.zeros(X.shape, dtype=bool)
+    mask[:, 20:44, 16:40] = True
+    model = DeepGaussianMixture(3, **FAST).fit(X, mask=mask)
+    # the mask's box widened by 8 pixels, as predict crops it
+    box = (slice(None), slice(12, 52), slice(8, 48))
+    _, labels = _deployed(model, X[box], tmp_path)
+    expected = model.predict(X, mask=mask)[box]
+    inside = mask[box]
+    assert len(np.unique(expected[inside])) > 1
+    assert_array_equal(labels[inside], expected[inside])
+
+
+def test_to_onnx_refuses_what_one_pass_does_not_hold(rng, tmp_path):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        DeepGaussianMixture(2).to_onnx(tmp_path / "m.onnx")
+    tabular = DeepGaussianMixture(2, **FAST).fit(rng.standard_normal((60, 2)))
+    with pytest.raises(ValueError, match="tabular"):
+        tabular.to_onnx(tmp_path / "m.onnx")
+    rescaled = DeepGaussianMixture(2, rescale_intensity=True, **FAST)
+    with pytest.raises(ValueError, match="rescale_intensity"):
+        rescaled.fit(_images((16, 16), n_images=2)).to_onnx(tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

@@ -4,17 +4,19 @@ unfitted estimator."""
 
 import math
 import pickle
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_array_equal
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.mixture import GaussianMixture
 
 import skdgmm._fitting
 from skdgmm import DeepGaussianMixture
 from skdgmm._fitting import TrainingDiverged, _better
+from skdgmm._training import History
 
 from .conftest import FAST
 
@@ -206,6 +208,53 @@ def test_warm_start_converges_over_several_fits(rng, max_iter):
             break
     assert model.converged_
     assert model.n_iter_ <= max_iter
+
+
+def test_warm_starts_never_lower_the_likelihood(rng):
+    """As scikit-learn's test_monotonic_likelihood: one iteration per fit,
+    a score that never falls, and convergence within the calls."""
+    X = np.r_[
+        rng.standard_normal((60, 2)),
+        rng.standard_normal((60, 2)) + 4,
+        rng.standard_normal((60, 2)) - 4,
+    ]
+    model = DeepGaussianMixture(
+        3, warm_start=True, max_iter=1, tol=1e-7, random_state=0, device="cpu"
+    )
+    previous = -np.inf
+    for _ in range(300):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X)
+        score = model.score(X)
+        assert score >= previous
+        previous = score
+        if model.converged_:
+            break
+    assert model.converged_
+
+
+def test_a_warm_start_that_lowers_the_likelihood_keeps_the_model(
+    rng, capsys, monkeypatch
+):
+    X = np.r_[rng.standard_normal((80, 2)), rng.standard_normal((80, 2)) + 5]
+    model = DeepGaussianMixture(2, warm_start=True, **FAST).fit(X)
+    labels, means, score = model.predict(X), model.means_, model.score(X)
+
+    def scrambled(network, *args, **kwargs):
+        # training that ends far worse than it started
+        with torch.no_grad():
+            for parameter in network.parameters():
+                parameter.normal_(generator=torch.Generator().manual_seed(0))
+        return History(losses=[1.0], log_likelihoods=[-10.0])
+
+    monkeypatch.setattr(skdgmm._fitting, "optimize", scrambled)
+    model.set_params(verbose=1).fit(X)
+    assert "keeping that model (converged)" in capsys.readouterr().out
+    assert model.converged_ and model.n_iter_ == 0
+    assert_array_equal(model.predict(X), labels)
+    np.testing.assert_allclose(model.means_, means)
+    assert model.score(X) == pytest.approx(score)
 
 
 def test_max_iter_zero_returns_the_initialization(rng):

@@ -58,13 +58,13 @@ def _check_outputs(outputs, force):
         )
 
 
-def _fit_predict(model, images, masks):
+def _fit_predict(model, images, masks, partial_labels):
     """The labels, and whether training was interrupted (Ctrl-C). Labels are
     None when no model was kept; the estimator's other warnings are shown."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            labels = model.fit_predict(images, mask=masks)
+            labels = model.fit_predict(images, mask=masks, labels=partial_labels)
         except KeyboardInterrupt:  # before the estimator had a model to keep
             labels = None
         except ValueError as error:  # the estimator's checks of data and device
@@ -85,26 +85,23 @@ def _fit_predict(model, images, masks):
     return labels, interrupted
 
 
-def _prior(data, label_maps, masks, spatial_dims, n_components):
-    """``means_init`` from the label maps of the first images (their labelled
-    pixels inside the masks), or nothing without label maps."""
-    from ..priors import init_from_labels
+def _partial_labels(data, label_maps, masks, spatial_dims, n_components):
+    """The label maps of the first images as partial labels of all of
+    ``data`` (-1 for the other images, and outside the masks), or None
+    without label maps."""
+    from ..priors import check_labels
 
     if label_maps is None:
-        return {}
-    labels = np.concatenate(label_maps)
+        return None
+    labels = np.full(data.shape[: 1 + spatial_dims], -1, dtype=np.int64)
+    known = np.concatenate(label_maps)
+    labels[: len(known)] = known
     if masks is not None:
-        labels = np.where(np.concatenate(masks[: len(label_maps)]), labels, -1)
+        labels = np.where(np.concatenate(masks), labels, -1)
     try:
-        init = init_from_labels(
-            data[: len(labels)],
-            labels,
-            n_components=n_components,
-            spatial_dims=spatial_dims,
-        )
+        return check_labels(labels, labels.shape, n_components)
     except ValueError as error:
         raise UsageError(f"--labels: {error}") from None
-    return {"means_init": init["means_init"]}
 
 
 def segment(args):
@@ -139,7 +136,9 @@ def segment(args):
         random_state=args.random_state,
         device=args.device,
         verbose=int(args.verbose),
-        **_prior(data, label_maps, masks, spatial_dims, args.n_components),
+    )
+    partial_labels = _partial_labels(
+        data, label_maps, masks, spatial_dims, args.n_components
     )
     slices = sum(image.slice_axis is not None for image in images)
     what = (
@@ -158,7 +157,7 @@ def segment(args):
         )
     start = time.perf_counter()
     labels, interrupted = _fit_predict(
-        model, data, None if masks is None else np.concatenate(masks)
+        model, data, None if masks is None else np.concatenate(masks), partial_labels
     )
     if interrupted and (labels is None or not args.keep_interrupted):
         print(
@@ -318,9 +317,9 @@ def _add_input_options(parser):
         metavar="LABELS",
         help="label maps of the first images, in order, that name the classes: "
         f"class k as k (0 .. K-1), {OUTSIDE} for unlabelled pixels, as segment "
-        "writes them. The mean of each class's pixels starts its component "
-        "(means_init), so that class k of every label map written is class k "
-        "of these",
+        "writes them. Their images are fitted with their labels (fit's "
+        "labels=), so that class k of every label map written is class k of "
+        "these",
     )
 
 
