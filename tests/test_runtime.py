@@ -26,6 +26,15 @@ def _images(shape, n_channels=1, n_images=3, random_state=0):
     return X
 
 
+def _masked_fit(shape, rows, cols):
+    """Two images, a mask of the box ``rows`` x ``cols``, a model fitted
+    inside it."""
+    X = _images(shape, n_images=2)
+    mask = np.zeros(X.shape, dtype=bool)
+    mask[:, rows, cols] = True
+    return X, mask, DeepGaussianMixture(3, **FAST).fit(X, mask=mask)
+
+
 def _both(model, X, **kwargs):
     """Labels and probabilities of ``model`` in torch, then in ONNX Runtime."""
     out = []
@@ -65,10 +74,7 @@ def test_labels_as_torch_in_every_layout(shape, n_channels, params):
 
 @requires_onnxruntime
 def test_labels_as_torch_with_a_mask_and_in_tiles(monkeypatch):
-    X = _images((80, 72), n_images=2)
-    mask = np.zeros(X.shape, dtype=bool)
-    mask[:, 10:70, 5:60] = True
-    model = DeepGaussianMixture(3, **FAST).fit(X, mask=mask)
+    X, mask, model = _masked_fit((80, 72), slice(10, 70), slice(5, 60))
     _assert_same(model, X, mask=mask)
     # tiles of 48 x 48 pixels, normalised by the running statistics
     for module in (_data, _networks):
@@ -198,10 +204,7 @@ def test_to_onnx_labels_new_images_as_predict(tmp_path, shape, n_channels, param
 
 @requires_onnxruntime
 def test_to_onnx_of_a_masked_model_labels_the_box_around_the_mask(tmp_path):
-    X = _images((64, 64), n_images=2)
-    mask = np.zeros(X.shape, dtype=bool)
-    mask[:, 20:44, 16:40] = True
-    model = DeepGaussianMixture(3, **FAST).fit(X, mask=mask)
+    X, mask, model = _masked_fit((64, 64), slice(20, 44), slice(16, 40))
     # the mask's box widened by 8 pixels, as predict crops it
     box = (slice(None), slice(12, 52), slice(8, 48))
     _, labels = _deployed(model, X[box], tmp_path)
