@@ -215,7 +215,8 @@ def train(
             break
     if best is None:
         raise diverged
-    if warm:
+    # with labels, training trades likelihood for their cross-entropy
+    if warm and batches.labels is None:
         return _no_worse_than_start(warm, best, problem, n_pixels, device)
     return best
 

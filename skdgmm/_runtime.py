@@ -154,6 +154,8 @@ class _Deployed(nn.Module):
 def export_model(network, scaling, path, n_components):
     """Write the ONNX model of a fitted U-Net's inference (see
     :meth:`skdgmm.DeepGaussianMixture.to_onnx`) to ``path``."""
+    if not onnxruntime_available():
+        raise ImportError("to_onnx needs onnx: pip install 'skdgmm[onnx]'.")
     import onnx
 
     deployed = _Deployed(

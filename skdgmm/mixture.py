@@ -110,10 +110,17 @@ def _starting_point(model, X, mask, layout, warm, random_state):
     return rescaling, maps, pixels, scaling, run
 
 
-def _labelled_settings(X, mask, layout, labels, settings):
+def _with_labels(model, X, mask, layout, labels, settings):
     """Validated partial ``labels`` (-1 outside the mask) and ``settings``
     whose initial mixture, where no ``*_init`` is given, is the M-step of
     the labelled pixels."""
+    if model.rescale_intensity and not layout.tabular:
+        # the labelled pixels' M-step would be in the input's units, the
+        # initial mixture in those of the rescaled images
+        raise ValueError(
+            "labels= with rescale_intensity=True is not supported: fit with "
+            "rescale_intensity=False, or pass *_init in the rescaled units."
+        )
     shape = layout.pixel_shape(X.shape)
     labels = check_labels(labels, shape, settings.n_components)
     if mask is not None:
@@ -634,7 +641,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         n_pixels = count_pixels(X.shape, mask, layout)
         settings = Settings.from_params(self.get_params())
         if labels is not None:
-            labels, settings = _labelled_settings(X, mask, layout, labels, settings)
+            labels, settings = _with_labels(self, X, mask, layout, labels, settings)
         settings.check_sizes(
             n_pixels,
             attributes.get("n_features_in_", getattr(self, "n_features_in_", 0)),

@@ -197,3 +197,24 @@ def test_bad_labels_are_refused_before_any_work(rng, monkeypatch):
         model.fit(X, labels=np.full_like(labels, -1))
     assert_array_equal(labels, before)
     assert not hasattr(model, "network_")
+
+
+def test_labels_with_rescale_intensity_are_refused():
+    images, _, partial = _named([0, 1, 2])
+    model = DeepGaussianMixture(3, rescale_intensity=True, device="cpu")
+    with pytest.raises(ValueError, match="rescale_intensity"):
+        model.fit(images, labels=partial)
+
+
+def test_a_warm_start_with_labels_learns_them():
+    """The likelihood alone does not judge a fit to labels: a warm start
+    with labels is never reverted to the model it continued."""
+    images, truth, _ = _named([0, 1, 2])
+    model = DeepGaussianMixture(3, warm_start=True, random_state=0, device="cpu")
+    fitted = model.fit_predict(images)
+    names = np.array([1, 2, 0])  # the fitted components renamed
+    partial = np.full_like(truth, -1)
+    partial[0] = names[fitted[0]]
+    predicted = model.fit_predict(images, labels=partial)
+    assert model.n_iter_ > 0
+    assert (predicted[0] == partial[0]).mean() > 0.9
