@@ -126,16 +126,16 @@ def _with_labels(model, X, mask, layout, labels, settings):
     if mask is not None:
         # every class needs a labelled pixel inside the mask too
         labels = check_labels(np.where(mask, labels, -1), shape, settings.n_components)
-    init = labelled_mixture(
-        X,
-        labels,
-        layout,
-        settings.n_components,
-        settings.covariance_type,
-        settings.reg_covar,
-    )
-    given = {name: getattr(settings, name) for name in init}
-    if all(value is None for value in given.values()):
+    inits = ("weights_init", "means_init", "precisions_init")
+    if all(getattr(settings, name) is None for name in inits):
+        init = labelled_mixture(
+            X,
+            labels,
+            layout,
+            settings.n_components,
+            settings.covariance_type,
+            settings.reg_covar,
+        )
         settings = dataclasses.replace(settings, **init)
     return labels, settings
 
