@@ -122,10 +122,7 @@ def _with_labels(model, X, mask, layout, labels, settings):
             "rescale_intensity=False, or pass *_init in the rescaled units."
         )
     shape = layout.pixel_shape(X.shape)
-    labels = check_labels(labels, shape, settings.n_components)
-    if mask is not None:
-        # every class needs a labelled pixel inside the mask too
-        labels = check_labels(np.where(mask, labels, -1), shape, settings.n_components)
+    labels = check_labels(labels, shape, settings.n_components, mask=mask)
     inits = ("weights_init", "means_init", "precisions_init")
     if all(getattr(settings, name) is None for name in inits):
         init = labelled_mixture(

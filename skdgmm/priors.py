@@ -88,10 +88,16 @@ def init_from_labels(
     return labelled_mixture(X, labels, layout, n_components, covariance_type, reg_covar)
 
 
-def check_labels(labels, pixel_shape, n_components=None):
+def check_labels(labels, pixel_shape, n_components=None, mask=None):
     """Validate partial labels: an int array of ``pixel_shape``, each value
     -1 (unlabelled) or a class ``0 .. n_components - 1`` (by default, any
-    class), every class with a labelled pixel.
+    class), every class with a labelled pixel. Pixels outside a ``mask``
+    are ignored (they come back as -1).
+
+    Returns
+    -------
+    labels : ndarray of int64
+        A copy (torch < 2.3 takes no uint16 or uint32 labels).
 
     Raises
     ------
@@ -107,7 +113,11 @@ def check_labels(labels, pixel_shape, n_components=None):
             f"labels must be integers (-1 for unlabelled pixels); got dtype "
             f"{labels.dtype}."
         )
-    labelled = check_mask(labels >= 0, pixel_shape)
+    check_mask(labels >= 0, pixel_shape)
+    labels = labels.astype(np.int64)
+    if mask is not None:
+        labels[~mask] = -1
+    labelled = labels >= 0
     if not labelled.any():
         raise ValueError("labels hold no labelled pixel (all are -1).")
     n_classes = int(labels.max()) + 1 if n_components is None else n_components
@@ -134,7 +144,7 @@ def labelled_mixture(X, labels, layout, n_components, covariance_type, reg_covar
         None
     ]
     resp = torch.nn.functional.one_hot(
-        torch.as_tensor(labels[labelled].astype(np.int64)), n_components
+        torch.as_tensor(labels[labelled]), n_components
     ).double()[None]
     nk, means, covariances = estimate_gaussian_parameters(
         pixels, resp, reg_covar, covariance_type

@@ -176,6 +176,22 @@ def test_labels_of_tabular_data_and_inside_a_mask(rng):
         DeepGaussianMixture(3, device="cpu").fit(images, mask=mask, labels=only_outside)
 
 
+def test_labels_outside_the_mask_are_ignored_and_any_integer_dtype_fits():
+    images, _, partial = _named([0, 1, 2])
+    mask = np.ones(images.shape, dtype=bool)
+    mask[0, :12] = False
+
+    def fitted_means(labels):
+        model = DeepGaussianMixture(3, max_iter=0, device="cpu")
+        return model.fit(images, mask=mask, labels=labels).means_
+
+    # there is no class 7: outside the mask it is ignored
+    assert_allclose(fitted_means(np.where(mask, partial, 7)), fitted_means(partial))
+    # unsigned labels have no -1: every pixel labelled, as uint16 and as int64
+    full = np.where(partial < 0, 0, partial)
+    assert_allclose(fitted_means(full.astype(np.uint16)), fitted_means(full))
+
+
 def test_bad_labels_are_refused_before_any_work(rng, monkeypatch):
     import skdgmm.mixture
 
