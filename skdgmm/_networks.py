@@ -179,6 +179,9 @@ class UNet(nn.Module):
         return core(x)[(..., *(slice(0, s) for s in size))]
 
     def _core(self, x):
+        if x.ndim == 4:
+            # the weights' layout (see build_network)
+            x = x.contiguous(memory_format=torch.channels_last)
         skips = []
         for level, encoder in enumerate(self.encoders):
             if level:
@@ -295,4 +298,9 @@ def build_network(
             module.reset_running_stats()
         elif isinstance(module, UNet):
             module.trained_on_patches.fill_(False)
+    if kind == "unet" and spatial_dims == 2:
+        # oneDNN's 2-D convolutions run 1.3-2 times faster on channels-last
+        # tensors (3-D ones gain nothing); converted after the weights are
+        # drawn, so that the draws do not depend on the memory layout
+        net = net.to(memory_format=torch.channels_last)
     return net

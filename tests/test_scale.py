@@ -208,6 +208,38 @@ def test_inference_normalisation_is_instance_norm(shape):
     torch.testing.assert_close((norm.running_mean, norm.running_var), running)
 
 
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_the_memory_layout_changes_neither_the_weights_nor_the_logits(spatial_dims):
+    """2-D U-Nets compute in channels-last memory (faster convolutions on
+    the CPU): the weights drawn and the logits are those of the
+    channels-first layout, up to rounding."""
+
+    def network(memory_format):
+        net = _networks.build_network(
+            2,
+            3,
+            kind="unet",
+            width=4,
+            depth=2,
+            spatial_dims=spatial_dims,
+            generator=torch.Generator().manual_seed(0),
+        )
+        return net.to(memory_format=memory_format).eval()
+
+    layout = {2: torch.channels_last, 3: torch.channels_last_3d}[spatial_dims]
+    built = network(torch.preserve_format)
+    first = next(built.parameters())
+    assert first.is_contiguous(memory_format=layout) == (spatial_dims == 2)
+    reference = network(torch.contiguous_format)
+    for ours, theirs in zip(built.parameters(), reference.parameters()):
+        assert_array_equal(ours.detach().numpy(), theirs.detach().numpy())
+    x = torch.randn(
+        (2, 2) + (20,) * spatial_dims, generator=torch.Generator().manual_seed(1)
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(built(x), reference(x))
+
+
 def test_predict_gives_the_same_labels_whatever_the_forward_batch():
     X, _ = make_segmentation_images(5, (64, 64), noise=0.4, random_state=0)
     model = DeepGaussianMixture(
