@@ -218,17 +218,6 @@ class Batch:
         return (values * counted).sum(0) / counted.sum(0).clamp_min(1)
 
 
-# A labelled pixel's cross-entropy weighs as much in the loss as the energy
-# of this many pixels, or more: the labelled pixels together weigh as much as
-# all pixels, so that a few labelled images name the classes of a whole
-# collection. Collections with 3 labelled slices (weights of 1 to 100, one
-# seed; docs/quality.md): MNI152 (12 slices, balanced 2.8) 0.74 / 0.91 Dice
-# at 2.8 / 10, MyoPS (42, balanced 14) 0.50 / 0.53 / 0.54 at 10 / 14 / 30,
-# EMIDEC (62, balanced 20) 0.59 / 0.63 / 0.54 at 10 / 20 / 30; seeds move
-# MNI152 by up to 0.06.
-MIN_LABEL_WEIGHT = 10.0
-
-
 class ImageBatches:
     """Mini-batches of a channels-first stack, converted to tensors lazily.
 
@@ -255,12 +244,6 @@ class ImageBatches:
         labels=None,
     ):
         self.X, self.mask, self.labels = X, mask, labels
-        # the weight of a labelled pixel's cross-entropy in the loss
-        self.label_weight = 0.0
-        if labels is not None:
-            n_pixels = labels.size if mask is None else np.count_nonzero(mask)
-            balanced = n_pixels / max(1, np.count_nonzero(labels >= 0))
-            self.label_weight = max(balanced, MIN_LABEL_WEIGHT)
         self.batch_size, self.device, self.dtype = batch_size, device, dtype
         self.patch_pixels = patch_pixels
         self.margin = margin

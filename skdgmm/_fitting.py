@@ -29,7 +29,7 @@ from ._gaussian import (
     precision_shape,
     precisions_from_cholesky,
 )
-from ._losses import flat_components, likelihood_loss, pretraining_loss
+from ._losses import flat_components, label_weight, likelihood_loss, pretraining_loss
 from ._networks import UNet, build_network, unet_depth
 from ._training import GUARD_NATS, History, optimize
 
@@ -492,7 +492,7 @@ def _likelihood_loss(initial, problem):
         else settings.spatial_regularization,
         mean_regularization=settings.mean_regularization,
         mean_target=mean_target,
-        label_weight=batches.label_weight,
+        label_weight=label_weight(batches.labels, batches.mask),
     )
 
 

@@ -234,3 +234,54 @@ def test_a_warm_start_with_labels_learns_them():
     predicted = model.fit_predict(images, labels=partial)
     assert model.n_iter_ > 0
     assert (predicted[0] == partial[0]).mean() > 0.9
+
+
+@pytest.mark.parametrize(
+    "shape, spatial_dims, patch_pixels",
+    [
+        ((5, 40, 36), 2, 65536),  # masks: each batch cropped to its masks' box
+        ((3, 40, 36), 2, 16 * 16),  # random patches
+        ((2, 12, 16, 14), 3, 65536),  # volumes
+    ],
+)
+def test_training_sees_each_label_at_its_pixel(
+    rng, monkeypatch, shape, spatial_dims, patch_pixels
+):
+    """The labels travel with their pixels through crops, patches and
+    volumes: in every training batch, the pixels labelled 1 are brighter
+    than those labelled 0, as in the images (label = which of two levels)."""
+    import skdgmm._losses
+
+    levels = rng.randint(0, 2, shape)
+    X = levels + 0.01 * rng.standard_normal(shape)
+    mask = np.zeros(shape, dtype=bool)
+    mask[(slice(None), *(slice(2 + i, s - 3 + i) for i, s in enumerate(shape[1:])))] = (
+        True
+    )
+    for i in range(1, shape[0]):  # masks at different places: crops differ
+        mask[i] = np.roll(mask[0], i, axis=0)
+    labels = np.full(shape, -1)
+    labels[:2] = levels[:2]
+    seen = []
+    original = skdgmm._losses.label_energy
+
+    def checked(logits, batch):
+        x, known = batch.x_lik[:, 0], (batch.labels >= 0) & (batch.mask > 0)
+        bright, dark = x[known & (batch.labels == 1)], x[known & (batch.labels == 0)]
+        if len(bright) and len(dark):
+            seen.append(bool(bright.min() > dark.max()))
+        return original(logits, batch)
+
+    monkeypatch.setattr(skdgmm._losses, "label_energy", checked)
+    model = DeepGaussianMixture(
+        2,
+        max_iter=2,
+        init_iter=1,
+        batch_size=2,
+        patch_pixels=patch_pixels,
+        spatial_dims=spatial_dims,
+        random_state=0,
+        device="cpu",
+    )
+    model.fit(X, mask=mask, labels=labels)
+    assert seen and all(seen)
