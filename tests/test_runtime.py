@@ -167,6 +167,23 @@ def test_missing_onnx_runtime(monkeypatch):
         model.set_params(runtime="onnxruntime").predict(X)
 
 
+def test_to_onnx_needs_onnx_only(monkeypatch, tmp_path):
+    import importlib.util
+
+    model = DeepGaussianMixture(2, **FAST).fit(_images((16, 16)))
+    # deployment outside Python: onnx without ONNX Runtime exports
+    monkeypatch.setattr(_runtime, "onnxruntime_available", lambda: False)
+    model.to_onnx(tmp_path / "model.onnx")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "onnx" else find_spec(name, *args),
+    )
+    with pytest.raises(ImportError, match=r"to_onnx needs onnx"):
+        model.to_onnx(tmp_path / "again.onnx")
+
+
 def _deployed(model, X, tmp_path):
     """Probabilities and labels of ``model.to_onnx`` run by ONNX Runtime on
     the images X (channels last, as the estimator takes them)."""
