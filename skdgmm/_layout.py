@@ -575,6 +575,27 @@ def mask_box(mask, margin):
     return tuple(region)
 
 
+def mask_windows(mask, margin):
+    """Windows of one shape around each image's masked pixels of ``mask``
+    (N, *S): each image's :func:`mask_box` widened on every axis to the
+    largest box's extent (within the image), so that the windows stack into
+    one batch. A batch of images with boxes of one size costs no more than
+    its largest image, whatever their positions."""
+    boxes = [
+        [box.indices(size)[:2] for box, size in zip(mask_box(m[None], margin), m.shape)]
+        for m in mask
+    ]
+    extents = np.max([[stop - start for start, stop in box] for box in boxes], axis=0)
+    windows = []
+    for box in boxes:
+        window = []
+        for (start, stop), extent, size in zip(box, extents, mask.shape[1:]):
+            start = min(max(start - (extent - (stop - start)) // 2, 0), size - extent)
+            window.append(slice(start, start + extent))
+        windows.append(tuple(window))
+    return windows
+
+
 def random_window(shape, edge, generator):
     """Slices of a random window of at most ``edge`` pixels per axis."""
     window = []

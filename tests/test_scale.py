@@ -250,3 +250,29 @@ def test_predict_gives_the_same_labels_whatever_the_forward_batch():
     one_by_one = np.concatenate([model.predict(x[None]) for x in X])
     assert_array_equal(together, one_by_one)
     assert_array_equal(together, model.predict_proba(X).argmax(-1))
+
+
+def test_a_training_batch_costs_its_largest_crop_not_the_union_of_its_crops(rng):
+    """Masked images are cropped each to its own box (plus the margin),
+    widened to the largest box of the batch, wherever the boxes lie; the
+    crops hold every masked pixel at its value, and images of one box size
+    share batches (sorted within groups of batches)."""
+    X = rng.standard_normal((8, 1, 64, 64))
+    mask = np.zeros((8, 64, 64), dtype=bool)
+    for i, (row, col) in enumerate(rng.randint(0, 54, (8, 2))):
+        size = 10 if i % 2 else 4  # two box sizes, alternating in the stack
+        mask[i, row : row + size, col : col + size] = True
+    scaling = _data.Scaling(np.zeros(1), 1.0, np.ones(1))
+    batches = _data.ImageBatches(
+        X, mask, scaling, batch_size=4, device=torch.device("cpu"), dtype=torch.float64
+    )
+    shapes = set()
+    for batch in batches.shuffled(torch.Generator().manual_seed(0)):
+        index = np.atleast_1d(batch.index)
+        shapes.add(batch.mask.shape[1:])
+        assert batch.mask.sum() == mask[index].sum()
+        values = batch.x_lik[:, 0][batch.mask.bool()].sort().values
+        assert_array_equal(values.numpy(), np.sort(X[index, 0][mask[index]]))
+    # the box and a margin of 8 on each side, clipped at the image's edges
+    assert max(max(s) for s in shapes) <= 10 + 2 * 8
+    assert min(max(s) for s in shapes) <= 4 + 2 * 8
