@@ -11,6 +11,7 @@ here reads or writes the estimator.
 import contextlib
 import copy
 import functools
+import math
 import warnings
 from dataclasses import dataclass, fields
 
@@ -362,6 +363,9 @@ def _train_run(problem, network, initial, pretraining, generator, init, previous
                     problem.scaled, initial, settings.covariance_type
                 ),
                 previous=previous,
+                # with labels the loss has their cross-entropy (of these
+                # labels): the earlier training's losses do not compare
+                new_loss=batches.labels is not None,
             )
         if previous is not None:
             history = previous.continued(history)
@@ -467,7 +471,8 @@ def pretrain(network, mixture, batches, settings, generator, close):
         batches,
         learning_rate=settings.learning_rate,
         max_iter=settings.init_iter * (FLAT_PRETRAINING if close else 1),
-        tol=0.0,
+        # a fixed number of iterations, or until stop_below
+        tol=-math.inf,
         generator=generator,
         stop_below=PRETRAINED_DIVERGENCE if close else None,
     )

@@ -209,9 +209,10 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         Type of covariance parameters, as in GaussianMixture.
 
     tol : float, default=1e-3
-        Training stops when the loss (per pixel) changes by less than ``tol``
-        per iteration, averaged over the last five iterations (gradient steps
-        make single changes noisy).
+        Training stops when the loss (per pixel) decreases by less than
+        ``tol`` per iteration, averaged over the last five iterations
+        (gradient steps make single changes noisy): a loss that no longer
+        falls ends training, as EM ends when its gain falls below ``tol``.
 
     reg_covar : float, default=1e-6
         Non-negative regularization added to the diagonal of covariances, in
