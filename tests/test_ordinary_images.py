@@ -232,6 +232,33 @@ def test_training_never_ends_well_below_its_start():
     assert -10 * abs(float(network.weight)) >= -GUARD_NATS - 0.2
 
 
+def test_training_stops_once_the_loss_no_longer_falls():
+    """Stochastic steps make a loss that has stopped falling jitter by more
+    than tol: training ends once the loss's average decrease (over five
+    iterations) is below tol, though its average change is not within tol
+    of zero."""
+    falling = [10.0, 9.0, 8.0, 7.0, 6.0, 5.0]
+    jitter = [5.0 + (0.3 + 0.1 * i) * (-1) ** i for i in range(40)]
+    values = iter(falling + jitter)
+    network = torch.nn.Linear(1, 1)
+
+    def loss_fn(network, batch):
+        return network.weight.sum() * 0 + next(values), torch.tensor(0.0)
+
+    history = optimize(
+        network,
+        loss_fn,
+        _OneBatch(),
+        learning_rate=0.01,
+        max_iter=40,
+        tol=1e-3,
+        generator=torch.Generator(),
+    )
+    # (5.0 - 5.7) / 5 at the 11th iteration: the first average rise (the
+    # average change then swings by 0.1 or more: never within tol of zero)
+    assert history.converged and history.n_iter == 11
+
+
 def test_the_guard_reports_in_verbose_output(capsys, monkeypatch):
     X = _padded_images()
 
