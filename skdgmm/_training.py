@@ -91,15 +91,16 @@ def optimize(
 
     ``loss_fn(network, batch)`` returns ``(loss, monitored)`` (scalars).
     Stops when the epoch loss decreases by less than ``tol`` per iteration
-    (averaged over the last ``_STOPPING_WINDOW`` iterations; a loss that
-    rises on average stops it too: as GaussianMixture's, training ends when
-    its average gain falls below ``tol``), after ``max_iter`` epochs, once
-    the epoch's monitored value falls below ``stop_below`` (when given), or
-    on KeyboardInterrupt, which keeps the network as it is and warns. A
+    (averaged over the last ``_STOPPING_WINDOW`` iterations of this training;
+    a loss that rises on average stops it too, as GaussianMixture documents
+    its criterion: an average gain below ``tol``), after ``max_iter`` epochs,
+    once the epoch's monitored value falls below ``stop_below`` (when
+    given), or on KeyboardInterrupt, which keeps the network as it is and
+    warns. A
     ``previous`` :class:`History` is that of a training this one continues
-    (a warm start): its losses count in that average (unless ``new_loss``
-    says that ``loss_fn`` is not the one it minimised), and the optimizer
-    starts from its state.
+    (a warm start): its losses count in that average where the change is
+    within ``tol`` either way (unless ``new_loss`` says that ``loss_fn`` is
+    not the one it minimised), and the optimizer starts from its state.
 
     With a ``reference_log_likelihood`` (that of the initial EM fit), a guard
     keeps training from ending worse than it started: the floor is
@@ -145,11 +146,16 @@ def optimize(
             if on_iter is not None:
                 on_iter(n_iter, history.losses[-1], change)
             below = stop_below is not None and history.log_likelihoods[-1] < stop_below
-            # not abs(change): where the jitter of the steps is larger than
-            # tol, a loss that no longer falls changes by more than tol, up
-            # and down (collections of 42 masked MyoPS slices with labels:
-            # training ran 15 to 86 iterations, labels as good from the 10th)
-            if below or change < tol:
+            # Settled: changing by less than tol either way. Stalled: not
+            # falling by tol, which ends training where the jitter of the
+            # steps is larger than tol (collections of 42 masked MyoPS
+            # slices with labels ran 15 to 86 iterations until settled,
+            # their labels as good from the 10th). Stalled is judged on this
+            # training's losses alone: a warm start on other data (or
+            # settings) begins above where the earlier training ended.
+            settled = abs(change) < tol
+            stalled = len(history.losses) > _STOPPING_WINDOW and change < tol
+            if below or settled or stalled:
                 history.converged = True
                 break
     except KeyboardInterrupt:

@@ -588,8 +588,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         kept, as in GaussianMixture. Each run first fits the network to the
         responsibilities of an initial Gaussian mixture (``init_params``, then
         EM) for ``init_iter`` iterations, then minimises the negative
-        log-likelihood for at most ``max_iter`` iterations or until it changes
-        by less than ``tol``; otherwise a ``ConvergenceWarning`` is raised. With
+        log-likelihood for at most ``max_iter`` iterations or until it no
+        longer decreases by ``tol`` per iteration (see ``tol``); otherwise a
+        ``ConvergenceWarning`` is raised. With
         ``warm_start``, training continues from the fitted network. Interrupting
         (Ctrl-C) keeps the best model so far. Training whose log-likelihood ends
         more than 0.5 nats per pixel below where it started (and below the

@@ -259,6 +259,31 @@ def test_training_stops_once_the_loss_no_longer_falls():
     assert history.converged and history.n_iter == 11
 
 
+def test_a_warm_start_whose_loss_begins_higher_trains_on():
+    """A warm start on other data begins above where the earlier training
+    ended: the earlier losses, in the window, do not stop it as stalled."""
+    from skdgmm._training import History
+
+    values = iter([8.0 - 0.5 * i for i in range(10)] + [3.0] * 30)
+    network = torch.nn.Linear(1, 1)
+
+    def loss_fn(network, batch):
+        return network.weight.sum() * 0 + next(values), torch.tensor(0.0)
+
+    history = optimize(
+        network,
+        loss_fn,
+        _OneBatch(),
+        learning_rate=0.01,
+        max_iter=40,
+        tol=1e-3,
+        generator=torch.Generator(),
+        previous=History(losses=[5.0] * 6, log_likelihoods=[0.0] * 6),
+    )
+    # the loss falls for 10 iterations, then settles
+    assert history.converged and 10 < history.n_iter < 20
+
+
 def test_the_guard_reports_in_verbose_output(capsys, monkeypatch):
     X = _padded_images()
 
