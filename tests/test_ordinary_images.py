@@ -232,20 +232,16 @@ def test_training_never_ends_well_below_its_start():
     assert -10 * abs(float(network.weight)) >= -GUARD_NATS - 0.2
 
 
-def test_training_stops_once_the_loss_no_longer_falls():
-    """Stochastic steps make a loss that has stopped falling jitter by more
-    than tol: training ends once the loss's average decrease (over five
-    iterations) is below tol, though its average change is not within tol
-    of zero."""
-    falling = [10.0, 9.0, 8.0, 7.0, 6.0, 5.0]
-    jitter = [5.0 + (0.3 + 0.1 * i) * (-1) ** i for i in range(40)]
-    values = iter(falling + jitter)
+def _trained_on_losses(losses, previous=None):
+    """The history of :func:`optimize` (tol 1e-3, at most 40 iterations)
+    whose epoch losses are ``losses``, one after the other."""
+    values = iter(losses)
     network = torch.nn.Linear(1, 1)
 
     def loss_fn(network, batch):
         return network.weight.sum() * 0 + next(values), torch.tensor(0.0)
 
-    history = optimize(
+    return optimize(
         network,
         loss_fn,
         _OneBatch(),
@@ -253,7 +249,18 @@ def test_training_stops_once_the_loss_no_longer_falls():
         max_iter=40,
         tol=1e-3,
         generator=torch.Generator(),
+        previous=previous,
     )
+
+
+def test_training_stops_once_the_loss_no_longer_falls():
+    """Stochastic steps make a loss that has stopped falling jitter by more
+    than tol: training ends once the loss's average decrease (over five
+    iterations) is below tol, though its average change is not within tol
+    of zero."""
+    falling = [10.0, 9.0, 8.0, 7.0, 6.0, 5.0]
+    jitter = [5.0 + (0.3 + 0.1 * i) * (-1) ** i for i in range(40)]
+    history = _trained_on_losses(falling + jitter)
     # (5.0 - 5.7) / 5 at the 11th iteration: the first average rise (the
     # average change then swings by 0.1 or more: never within tol of zero)
     assert history.converged and history.n_iter == 11
@@ -264,20 +271,8 @@ def test_a_warm_start_whose_loss_begins_higher_trains_on():
     ended: the earlier losses, in the window, do not stop it as stalled."""
     from skdgmm._training import History
 
-    values = iter([8.0 - 0.5 * i for i in range(10)] + [3.0] * 30)
-    network = torch.nn.Linear(1, 1)
-
-    def loss_fn(network, batch):
-        return network.weight.sum() * 0 + next(values), torch.tensor(0.0)
-
-    history = optimize(
-        network,
-        loss_fn,
-        _OneBatch(),
-        learning_rate=0.01,
-        max_iter=40,
-        tol=1e-3,
-        generator=torch.Generator(),
+    history = _trained_on_losses(
+        [8.0 - 0.5 * i for i in range(10)] + [3.0] * 30,
         previous=History(losses=[5.0] * 6, log_likelihoods=[0.0] * 6),
     )
     # the loss falls for 10 iterations, then settles
