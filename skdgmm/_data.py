@@ -18,7 +18,6 @@ from ._layout import (
     FORWARD_PIXELS,
     TILE_PIXELS,
     channels_first,
-    mask_box,
     mask_channels_first,
     mask_windows,
     patch_edge,
@@ -340,9 +339,10 @@ class ImageBatches:
         """Pixels in each image's crop (see :func:`mask_windows`)."""
         return np.array(
             [
-                math.prod(len(range(*s.indices(n))) for s, n in zip(box, m.shape))
+                math.prod(
+                    w.stop - w.start for w in mask_windows(m[None], self.margin)[0]
+                )
                 for m in self.mask
-                for box in [mask_box(m[None], self.margin)]
             ]
         )
 

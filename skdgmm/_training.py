@@ -96,11 +96,11 @@ def optimize(
     its criterion: an average gain below ``tol``), after ``max_iter`` epochs,
     once the epoch's monitored value falls below ``stop_below`` (when
     given), or on KeyboardInterrupt, which keeps the network as it is and
-    warns. A
-    ``previous`` :class:`History` is that of a training this one continues
-    (a warm start): its losses count in that average where the change is
-    within ``tol`` either way (unless ``new_loss`` says that ``loss_fn`` is
-    not the one it minimised), and the optimizer starts from its state.
+    warns. A ``previous`` :class:`History` is that of a training this one
+    continues (a warm start): its losses count in that average where the
+    change is within ``tol`` either way (unless ``new_loss`` says that
+    ``loss_fn`` is not the one it minimised), and the optimizer starts from
+    its state.
 
     With a ``reference_log_likelihood`` (that of the initial EM fit), a guard
     keeps training from ending worse than it started: the floor is
