@@ -412,3 +412,32 @@ def test_longer_pretraining_only_beside_a_flat_region(monkeypatch, padded):
         assert pretraining["max_iter"] == 4 * skdgmm._fitting.FLAT_PRETRAINING
     else:
         assert pretraining["stop_below"] is None and pretraining["max_iter"] == 4
+
+
+@pytest.mark.parametrize("padded", [True, False])
+@pytest.mark.parametrize("labelled", [True, False])
+def test_auto_pretraining_is_shorter_with_labels_but_not_beside_a_flat_region(
+    monkeypatch, padded, labelled
+):
+    """init_iter="auto" pre-trains INIT_ITER iterations, LABELLED_INIT_ITER
+    where labels name the classes; beside a flat region it runs until close
+    to EM, for at most FLAT_PRETRAINING * INIT_ITER iterations either way."""
+    calls = []
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return optimize(*args, **kwargs)
+
+    monkeypatch.setattr(skdgmm._fitting, "optimize", recording)
+    X = _padded_images() if padded else _padded_images(pad=0)
+    labels = np.full(X.shape, -1)
+    labels[:, 8, 8:11] = [0, 1, 2]
+    model = DeepGaussianMixture(3, max_iter=1, random_state=0, device="cpu")
+    assert model.init_iter == "auto"
+    model.fit(X, labels=labels if labelled else None)
+    fitting = skdgmm._fitting
+    if padded:
+        expected = fitting.FLAT_PRETRAINING * fitting.INIT_ITER
+    else:
+        expected = fitting.LABELLED_INIT_ITER if labelled else fitting.INIT_ITER
+    assert calls[0]["max_iter"] == expected
