@@ -144,11 +144,12 @@ for name, prediction in [
 # hundredth of the time): the template's tissues are nearly Gaussian on each
 # slice, and the prior already names EM's classes. Smoothing EM's posteriors
 # does not help here. With the labelled slice in the fit (``labels=``) the
-# deep model labels the unlabelled slices as well as EM, a few thousandths
-# better (0.936 / 0.885), at about 40 times its time. Without a prior, the one model named once on the first
-# slice labels the study better than EM per slice ordered by intensity
-# (0.93 / 0.89 / 0.84 against 0.89 / 0.90 / 0.80). The deep model's case is a
-# study whose classes per-slice EM does not keep apart consistently: on the
-# MyoPS cardiac slices (not shipped; see the quality page) one model fitted
-# with the labels of 3 slices scores 0.524–0.545 Dice without matching (four
+# deep model labels the unlabelled slices better than EM (0.948 / 0.898
+# against 0.928 / 0.880), at about 50 times its time. Without a prior, the
+# one model named once on the first slice labels the study better than EM
+# per slice ordered by intensity (0.93 / 0.89 / 0.84 against 0.89 / 0.90 /
+# 0.80). The deep model's case is a study whose classes per-slice EM does not
+# keep apart consistently: on the MyoPS cardiac slices (not shipped; see the
+# quality page) one model fitted with the labels of 3 slices scores
+# 0.511–0.551 Dice without matching (mean 0.530 over five
 # seeds) against 0.438 for EM per slice with those slices' class means.
