@@ -392,11 +392,9 @@ def test_pretraining_stops_close_to_the_em_posteriors():
     assert history.n_iter == 3 and history.converged
 
 
-@pytest.mark.parametrize("padded", [True, False])
-def test_longer_pretraining_only_beside_a_flat_region(monkeypatch, padded):
-    """Beside a flat region pre-training runs until within
-    PRETRAINED_DIVERGENCE of EM, for at most FLAT_PRETRAINING * init_iter
-    iterations; elsewhere for init_iter iterations, as it always did."""
+def _record_optimize(monkeypatch):
+    """The keyword arguments of every call of optimize in a fit, in order
+    (pre-training first)."""
     calls = []
 
     def recording(*args, **kwargs):
@@ -404,6 +402,15 @@ def test_longer_pretraining_only_beside_a_flat_region(monkeypatch, padded):
         return optimize(*args, **kwargs)
 
     monkeypatch.setattr(skdgmm._fitting, "optimize", recording)
+    return calls
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_longer_pretraining_only_beside_a_flat_region(monkeypatch, padded):
+    """Beside a flat region pre-training runs until within
+    PRETRAINED_DIVERGENCE of EM, for at most FLAT_PRETRAINING * init_iter
+    iterations; elsewhere for init_iter iterations, as it always did."""
+    calls = _record_optimize(monkeypatch)
     X = _padded_images() if padded else _padded_images(pad=0)
     DeepGaussianMixture(3, max_iter=1, init_iter=4, random_state=0, device="cpu").fit(X)
     pretraining = calls[0]
@@ -422,13 +429,7 @@ def test_auto_pretraining_is_shorter_with_labels_but_not_beside_a_flat_region(
     """init_iter="auto" pre-trains INIT_ITER iterations, LABELLED_INIT_ITER
     where labels name the classes; beside a flat region it runs until close
     to EM, for at most FLAT_PRETRAINING * INIT_ITER iterations either way."""
-    calls = []
-
-    def recording(*args, **kwargs):
-        calls.append(kwargs)
-        return optimize(*args, **kwargs)
-
-    monkeypatch.setattr(skdgmm._fitting, "optimize", recording)
+    calls = _record_optimize(monkeypatch)
     X = _padded_images() if padded else _padded_images(pad=0)
     labels = np.full(X.shape, -1)
     labels[:, 8, 8:11] = [0, 1, 2]
