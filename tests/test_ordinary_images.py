@@ -439,6 +439,20 @@ def test_auto_pretraining_is_shorter_with_labels_but_not_beside_a_flat_region(
     fitting = skdgmm._fitting
     if padded:
         expected = fitting.FLAT_PRETRAINING * fitting.INIT_ITER
+        assert calls[0]["stop_below"] == fitting.PRETRAINED_DIVERGENCE
     else:
         expected = fitting.LABELLED_INIT_ITER if labelled else fitting.INIT_ITER
     assert calls[0]["max_iter"] == expected
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+@pytest.mark.parametrize("close", [True, False])
+def test_an_explicit_init_iter_is_kept_with_labels(labelled, close):
+    """Labels shorten only "auto": a number the user gives is what runs
+    (times FLAT_PRETRAINING beside a flat region, and in the retry)."""
+    fitting = skdgmm._fitting
+    factor = fitting.FLAT_PRETRAINING if close else 1
+    assert fitting.pretraining_iterations(7, labelled, close) == 7 * factor
+    auto = fitting.pretraining_iterations("auto", labelled, close)
+    short = labelled and not close
+    assert auto == (fitting.LABELLED_INIT_ITER if short else fitting.INIT_ITER * factor)
