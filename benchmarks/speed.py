@@ -127,13 +127,12 @@ def _phases(model, X):
         return wrapper
 
     originals = module.optimize, module.GaussianMixture.fit
-    calls, iterations = [], []
+    iterations = []  # of each optimize call that returned
 
     def optimize(*args, **kwargs):
-        calls.append(None)
         # pre-training and training alternate (a fit that empties a component
         # is trained twice)
-        phase = "pre-training" if len(calls) % 2 else "training"
+        phase = "training" if len(iterations) % 2 else "pre-training"
         history = timed(phase, originals[0])(*args, **kwargs)
         iterations.append(len(history.losses))
         return history
