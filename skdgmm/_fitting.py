@@ -30,6 +30,7 @@ from ._gaussian import (
     precision_shape,
     precisions_from_cholesky,
 )
+from ._layout import as_array
 from ._losses import flat_components, label_weight, likelihood_loss, pretraining_loss
 from ._networks import UNet, build_network, unet_depth
 from ._training import GUARD_NATS, History, optimize
@@ -97,8 +98,14 @@ class Settings:
 
     @classmethod
     def from_params(cls, params):
-        """Settings from an estimator's ``get_params()``."""
-        return cls(**{f.name: params[f.name] for f in fields(cls)})
+        """Settings from an estimator's ``get_params()``; ``*_init`` arrays
+        are read as ``X`` is (a torch tensor on the CPU becomes a NumPy
+        array, also under scikit-learn's ``array_api_dispatch``)."""
+        settings = {f.name: params[f.name] for f in fields(cls)}
+        for name in ("weights_init", "means_init", "precisions_init"):
+            if settings[name] is not None:
+                settings[name] = as_array(settings[name], name)
+        return cls(**settings)
 
     def check_sizes(self, n_pixels, n_features):
         """A ValueError if there are fewer pixels than components, or a

@@ -261,7 +261,7 @@ def check_mask(mask, pixel_shape):
     """
     if mask is None:
         return None
-    mask = np.asarray(_as_array(mask, "mask"))
+    mask = np.asarray(as_array(mask, "mask"))
     if mask.dtype != bool:
         if not (np.issubdtype(mask.dtype, np.integer) and np.isin(mask, (0, 1)).all()):
             raise TypeError(
@@ -298,7 +298,7 @@ def _ragged_message(X):
     )
 
 
-def _as_array(X, name="X"):
+def as_array(X, name="X"):
     """``X`` where NumPy (and scikit-learn) can read it.
 
     A torch tensor (or another array-API array) on the CPU becomes a NumPy
@@ -384,7 +384,7 @@ def check_input(estimator, X, mask, *, reset):
         ``_layout`` and ``_fitted_with_mask``; otherwise empty.
     """
     channel_axis = getattr(estimator, "channel_axis", AUTO)
-    X = _as_array(X)
+    X = as_array(X)
     ndim = X.ndim if hasattr(X, "ndim") else np.asarray(X).ndim
     dtype = getattr(X, "dtype", None)
     if isinstance(dtype, np.dtype) and dtype.kind == "c":

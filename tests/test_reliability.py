@@ -21,6 +21,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import make_pipeline
 
 from skdgmm import DeepGaussianMixture, PixelwiseMixture, SpatialFeatures
+from skdgmm.priors import init_from_labels
 from skdgmm.svgmm import SpatiallyVariantGaussianMixture
 
 from .conftest import FAST, interrupt_step
@@ -586,6 +587,28 @@ def test_torch_tensors_on_the_cpu_are_read_as_arrays(
     for a, b in zip(got, expected):
         assert isinstance(a, np.ndarray)
         assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dispatch", [False, True])
+def test_torch_init_parameters_are_read_as_arrays(images, monkeypatch, dispatch):
+    """``*_init`` tensors (scikit-learn's array-API test sets them so) failed
+    inside scikit-learn's validation with a TypeError under
+    array_api_dispatch."""
+    X, labels = images
+    mask = labels > 0
+    inits = init_from_labels(X, np.where(mask, labels - 1, -1), n_components=2)
+    # under array_api_dispatch GaussianMixture takes no k-means initialization
+    params = dict(init_params="random", **FAST_MODEL)
+    monkeypatch.setenv("SCIPY_ARRAY_API", "1")
+    expected = DeepGaussianMixture(2, **inits, **params).fit(X, mask=mask)
+    tensors = {name: torch.as_tensor(value) for name, value in inits.items()}
+    with sklearn.config_context(array_api_dispatch=dispatch):
+        model = DeepGaussianMixture(2, **tensors, **params).fit(
+            torch.as_tensor(X), mask=mask
+        )
+    assert isinstance(model.means_, np.ndarray)
+    assert_array_equal(model.means_, expected.means_)
+    assert_array_equal(model.predict(X, mask=mask), expected.predict(X, mask=mask))
 
 
 def test_k_means_initialization_under_array_api_dispatch_is_refused_as_sklearn_does(
