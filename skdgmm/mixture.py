@@ -320,9 +320,14 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         (Kullback-Leibler divergence) of the mixture's posteriors, for at most
         ``5 * init_iter`` iterations (100 with "auto"): from softer ones a
         small class is dragged into the flat region and empties. Where
-        training empties a component that the pre-trained network labelled,
-        the fit is trained once more from a network pre-trained that close
-        (``verbose=1`` says so).
+        training empties a component (leaves it less than a fifth of the
+        pixels the pre-trained network labelled with it), the fit is trained
+        once more from a network pre-trained that close or, where it already
+        was, with the Gaussians held at the initial EM's (``verbose=1`` says
+        so). Without ``labels``, training starts with a linear warm-up of
+        the learning rate over its first 20 steps: Adam's first steps at the
+        full rate can throw the pre-trained network out of where
+        pre-training brought it.
 
     mean_regularization : float, default=0.0
         Weight of the penalty ``sum_k ||m_k - mean_batch(mu_k)||^2`` (in units

@@ -293,8 +293,20 @@ def test_a_failed_warm_start_leaves_the_previous_model_as_it_was(
     assert all(torch.equal(after[k][n], v) for (k, n), v in optimizer.items())
 
 
-def test_warm_start_on_tabular_data_ignores_rescale_intensity(rng):
+def test_warm_start_on_tabular_data_ignores_rescale_intensity(rng, monkeypatch):
     X = rng.standard_normal((60, 2))
     model = DeepGaussianMixture(2, warm_start=True, rescale_intensity=True, **FAST)
-    model.fit(X).fit(X)
-    assert model.n_iter_ >= 1
+    model.fit(X)
+    previous = []
+    optimize = skdgmm._fitting.optimize
+
+    def recording(*args, **kwargs):
+        previous.append(kwargs["previous"])
+        return optimize(*args, **kwargs)
+
+    monkeypatch.setattr(skdgmm._fitting, "optimize", recording)
+    model.fit(X)
+    # the second fit trained on from the first (its likelihood can then be
+    # lower: the earlier model is then kept, see
+    # test_a_warm_start_that_lowers_the_likelihood_keeps_the_model)
+    assert previous and previous[0].optimizer_state is not None
