@@ -57,7 +57,7 @@ plt.show()
 
 # %%
 # On this one image deepG gets about a point more pixels right than smoothed
-# EM (94.2 % against 93.2 % when this was written) and deepSVG about as many,
+# EM (94.0 % against 93.2 % when this was written) and deepSVG about as many,
 # at many times the cost; plain EM is far behind.
 #
 # Probability maps

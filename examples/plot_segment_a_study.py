@@ -140,15 +140,15 @@ for name, prediction in [
 # %%
 # What the figures say. With the prior, EM per slice is the better method
 # on these slices (mean Dice 0.928 / 0.880 on the two unlabelled slices,
-# against 0.853 / 0.813 for the deep model started from the same prior, at a
+# against 0.864 / 0.819 for the deep model started from the same prior, at a
 # hundredth of the time): the template's tissues are nearly Gaussian on each
 # slice, and the prior already names EM's classes. Smoothing EM's posteriors
 # does not help here. With the labelled slice in the fit (``labels=``) the
-# deep model labels the unlabelled slices better than EM (0.948 / 0.898
+# deep model labels the unlabelled slices about as well as EM (0.931 / 0.874
 # against 0.928 / 0.880), at about 50 times its time. Without a prior, the
-# one model named once on the first slice labels the study better than EM
-# per slice ordered by intensity (0.93 / 0.89 / 0.84 against 0.89 / 0.90 /
-# 0.80). The deep model's case is a study whose classes per-slice EM does not
+# one model named once on the first slice labels two of the three slices
+# better than EM per slice ordered by intensity (0.92 / 0.89 / 0.82 against
+# 0.89 / 0.90 / 0.80). The deep model's case is a study whose classes per-slice EM does not
 # keep apart consistently: on the MyoPS cardiac slices (not shipped; see the
 # quality page) one model fitted with the labels of 3 slices scores
 # 0.511–0.551 Dice without matching (mean 0.530 over five

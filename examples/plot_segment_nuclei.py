@@ -59,7 +59,7 @@ plt.show()
 # posteriors does the same with a fixed filter: both have fewer isolated
 # pixels than plain EM. On this image, one image with a clear contrast, EM
 # does better than the deep model, smoothed or not (nucleus Dice 0.833
-# against 0.810 when this was written), and is tens of times faster. The
+# against 0.814 when this was written), and is tens of times faster. The
 # deep model's strength is one model fitted on a collection of images (see
 # :ref:`sphx_glr_auto_examples_plot_train_many_predict_new.py`). Outlines
 # make the differences easier to see on a detail.

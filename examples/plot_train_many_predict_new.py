@@ -72,7 +72,7 @@ for name, label in methods.items():
 # The new images, their ground truth and the three segmentations. Plain EM
 # labels each pixel on its own and gets the noisy ones wrong (about 72 % of
 # the pixels right). With its posteriors smoothed over 2 pixels it labels the
-# new images as well as the network or better (94.0 % against 92.5 % when
+# new images as well as the network or better (94.0 % against 92.6 % when
 # this was written), in a fraction of the time. A mixture fitted on the
 # pooled pixels of the training images also keeps its class numbers in every
 # image, as long as the images share their intensities, as these do. What
