@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+import skdgmm._fitting
 from skdgmm.datasets import make_segmentation_images
 
 # small, fast settings shared by the tests
@@ -30,3 +31,16 @@ def interrupt_step(monkeypatch, at):
         return step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", interrupting_step)
+
+
+def record_optimize(monkeypatch):
+    """The keyword arguments of every call of optimize in a fit, in order
+    (pre-training first)."""
+    calls, optimize = [], skdgmm._fitting.optimize
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return optimize(*args, **kwargs)
+
+    monkeypatch.setattr(skdgmm._fitting, "optimize", recording)
+    return calls

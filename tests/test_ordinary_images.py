@@ -24,6 +24,8 @@ from skdgmm._training import GUARD_NATS, WARMUP_STEPS, optimize
 from skdgmm.datasets import load_mni152, make_segmentation_images
 from skdgmm.metrics import bic_scorer
 
+from .conftest import record_optimize
+
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 
 
@@ -422,25 +424,12 @@ def test_pretraining_stops_close_to_the_em_posteriors():
     assert history.n_iter == 3 and history.converged
 
 
-def _record_optimize(monkeypatch):
-    """The keyword arguments of every call of optimize in a fit, in order
-    (pre-training first)."""
-    calls = []
-
-    def recording(*args, **kwargs):
-        calls.append(kwargs)
-        return optimize(*args, **kwargs)
-
-    monkeypatch.setattr(skdgmm._fitting, "optimize", recording)
-    return calls
-
-
 @pytest.mark.parametrize("padded", [True, False])
 def test_longer_pretraining_only_beside_a_flat_region(monkeypatch, padded):
     """Beside a flat region pre-training runs until within
     PRETRAINED_DIVERGENCE of EM, for at most FLAT_PRETRAINING * init_iter
     iterations; elsewhere for init_iter iterations, as it always did."""
-    calls = _record_optimize(monkeypatch)
+    calls = record_optimize(monkeypatch)
     X = _padded_images() if padded else _padded_images(pad=0)
     DeepGaussianMixture(3, max_iter=1, init_iter=4, random_state=0, device="cpu").fit(X)
     pretraining = calls[0]
@@ -470,7 +459,7 @@ def test_a_fit_that_empties_a_component_is_trained_again(
         return likelihood_loss(*args, **kwargs)
 
     monkeypatch.setattr(fitting, "likelihood_loss", recording)
-    calls = _record_optimize(monkeypatch)
+    calls = record_optimize(monkeypatch)
     X = _padded_images() if padded else _padded_images(pad=0)
     model = DeepGaussianMixture(
         3, max_iter=2, init_iter=4, random_state=0, device="cpu", verbose=1
@@ -494,7 +483,7 @@ def test_no_retry_beside_a_flat_region_with_gaussians_held(monkeypatch):
     monkeypatch.setattr(
         fitting, "_label_counts", lambda *args: pytest.fail("labels counted")
     )
-    calls = _record_optimize(monkeypatch)
+    calls = record_optimize(monkeypatch)
     model = DeepGaussianMixture(
         3, max_iter=2, init_iter=4, gaussians="fixed", random_state=0, device="cpu"
     )
@@ -506,7 +495,7 @@ def test_no_retry_beside_a_flat_region_with_gaussians_held(monkeypatch):
 def test_training_warms_up_unless_labels_name_the_classes(monkeypatch, labelled):
     """The learning rate warms up after pre-training, but not where labels'
     cross-entropy must name the classes from the first step."""
-    calls = _record_optimize(monkeypatch)
+    calls = record_optimize(monkeypatch)
     X = _padded_images(pad=0)
     labels = np.full(X.shape, -1)
     labels[:, 8, 8:11] = [0, 1, 2]
@@ -523,7 +512,7 @@ def test_auto_pretraining_is_shorter_with_labels_but_not_beside_a_flat_region(
     """init_iter="auto" pre-trains INIT_ITER iterations, LABELLED_INIT_ITER
     where labels name the classes; beside a flat region it runs until close
     to EM, for at most FLAT_PRETRAINING * INIT_ITER iterations either way."""
-    calls = _record_optimize(monkeypatch)
+    calls = record_optimize(monkeypatch)
     X = _padded_images() if padded else _padded_images(pad=0)
     labels = np.full(X.shape, -1)
     labels[:, 8, 8:11] = [0, 1, 2]

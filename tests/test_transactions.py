@@ -18,7 +18,7 @@ from skdgmm import DeepGaussianMixture
 from skdgmm._fitting import TrainingDiverged, _better
 from skdgmm._training import History
 
-from .conftest import FAST
+from .conftest import FAST, record_optimize
 
 
 def _snapshot(model):
@@ -297,16 +297,9 @@ def test_warm_start_on_tabular_data_ignores_rescale_intensity(rng, monkeypatch):
     X = rng.standard_normal((60, 2))
     model = DeepGaussianMixture(2, warm_start=True, rescale_intensity=True, **FAST)
     model.fit(X)
-    previous = []
-    optimize = skdgmm._fitting.optimize
-
-    def recording(*args, **kwargs):
-        previous.append(kwargs["previous"])
-        return optimize(*args, **kwargs)
-
-    monkeypatch.setattr(skdgmm._fitting, "optimize", recording)
+    calls = record_optimize(monkeypatch)
     model.fit(X)
     # the second fit trained on from the first (its likelihood can then be
     # lower: the earlier model is then kept, see
     # test_a_warm_start_that_lowers_the_likelihood_keeps_the_model)
-    assert previous and previous[0].optimizer_state is not None
+    assert calls and calls[0]["previous"].optimizer_state is not None
