@@ -270,7 +270,11 @@ def _no_worse_than_start(warm, best, problem, n_pixels, device):
         "that model (converged).",
     )
     history = warm.history.continued(
-        History(converged=True, optimizer_state=warm.history.optimizer_state)
+        History(
+            converged=True,
+            optimizer_state=warm.history.optimizer_state,
+            steps=warm.history.steps,
+        )
     )
     return Run(warm.network, history, warm.initial), start
 

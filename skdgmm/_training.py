@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-# Optimizer steps over which the learning rate of a fresh optimizer rises
-# linearly to its value where ``optimize`` is asked to warm up. Adam's first
+# Optimizer steps over which the learning rate rises linearly to its value
+# where ``optimize`` is asked to warm up (counted over a training and the
+# warm starts that continue it, as if it had not stopped). Adam's first
 # steps move every weight by about the learning rate, whatever its gradient:
 # from a network pre-trained close to EM that threw a class out in one step
 # (an unmasked MNI152 slice lost CSF at the first training iteration; with
@@ -43,6 +44,8 @@ class History:
     optimizer_state: dict | None = None
     # iterations of the earlier trainings this one continues (warm starts)
     start: int = 0
+    # optimizer steps taken, those of the earlier trainings included
+    steps: int = 0
 
     @property
     def n_iter(self):
@@ -60,6 +63,7 @@ class History:
             later.restored,
             later.optimizer_state,
             start=len(self.losses),
+            steps=later.steps,
         )
 
 
@@ -67,6 +71,13 @@ class History:
 # next; its decrease is averaged over this many iterations before comparing
 # it with ``tol``, so that one small step does not end training early.
 _STOPPING_WINDOW = 5
+
+
+def _warmup_factor(step):
+    """The factor of the learning rate at optimizer step ``step`` (from 0)
+    of a warm-up: from 1/WARMUP_STEPS up to 1, as torch's LinearLR."""
+    start = 1 / WARMUP_STEPS
+    return start + (1 - start) * min(step, WARMUP_STEPS) / WARMUP_STEPS
 
 
 def _mean_change(losses):
@@ -119,28 +130,30 @@ def optimize(
     last iteration that was not, and ``History.restored`` says which.
 
     With ``warmup``, the learning rate rises linearly over the first
-    ``WARMUP_STEPS`` steps (a network trained before, whose optimizer starts
-    afresh), and training does not stop as settled or stalled before it
-    ends; the optimizer state of a ``previous`` training needs none.
+    ``WARMUP_STEPS`` steps of the optimizer (a network trained before, whose
+    optimizer starts afresh), and training does not stop as settled or
+    stalled before it ends. A warm start goes on with the steps of the
+    ``previous`` training: one call of two iterations and two calls of one
+    take the same steps.
     """
     optimizer = torch.optim.AdamW(network.parameters(), lr=learning_rate)
-    schedule = None
-    if warmup and (previous is None or previous.optimizer_state is None):
-        schedule = torch.optim.lr_scheduler.LinearLR(
-            optimizer, start_factor=1 / WARMUP_STEPS, total_iters=WARMUP_STEPS
-        )
     previous_losses = ()
+    history = History()
     if previous is not None:
         previous_losses = () if new_loss else previous.losses
         if previous.optimizer_state is not None:
             # a copy: AdamW updates its state in place, and the fitted
             # model's must not change before the fit succeeds
             optimizer.load_state_dict(copy.deepcopy(previous.optimizer_state))
-            # the saved state carries the learning rate it ended with (lower
-            # where training ended within its warm-up): this call's applies
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate
-    history = History()
+            history.steps = previous.steps
+
+    def set_learning_rate():
+        # this call's learning rate, also where a loaded optimizer state
+        # carries an earlier one
+        factor = _warmup_factor(history.steps) if warmup else 1.0
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate * factor
+
     kept, kept_iter = _state(network), 1
     floor = -math.inf
     network.train()
@@ -153,9 +166,9 @@ def optimize(
                 optimizer.zero_grad()
                 loss, log_likelihood = loss_fn(network, batch)
                 loss.backward()
+                set_learning_rate()
                 optimizer.step()
-                if schedule is not None:
-                    schedule.step()
+                history.steps += 1
                 loss_sum += loss.item() * len(batch)
                 ll_sum += float(log_likelihood) * len(batch)
             history.losses.append(loss_sum / len(batches))
@@ -182,7 +195,7 @@ def optimize(
             stalled = len(history.losses) > _STOPPING_WINDOW and change < tol
             # a loss that barely moves at a learning rate still warming up
             # has not settled (a fit of 5 iterations claimed convergence)
-            warming = schedule is not None and schedule.last_epoch < WARMUP_STEPS
+            warming = warmup and history.steps < WARMUP_STEPS
             if below or ((settled or stalled) and not warming):
                 history.converged = True
                 break

@@ -256,12 +256,18 @@ def test_a_fresh_optimizer_warms_up():
     assert weight == pytest.approx(expected, rel=0.05)
 
 
-def test_a_warm_start_goes_on_at_the_full_learning_rate():
+def test_a_warm_start_goes_on_with_the_warm_up():
     """A warm start continues the optimizer of a training that ended within
-    its warm-up: at this call's learning rate, without warming up again."""
+    its warm-up where it stopped: two calls of one iteration take the steps
+    of one call of two (scikit-learn's warm start), at this call's learning
+    rate."""
     first = _steps_of_constant_gradient(1)
-    weight, _ = _steps_of_constant_gradient(1, previous=first)
-    assert weight - first[0] == pytest.approx(-0.01, rel=1e-2)
+    weight, history = _steps_of_constant_gradient(1, previous=first)
+    assert weight == _steps_of_constant_gradient(2)[0]
+    assert history.steps == 2
+    assert weight - first[0] == pytest.approx(
+        -0.01 * (1 / WARMUP_STEPS + (1 - 1 / WARMUP_STEPS) / WARMUP_STEPS), rel=1e-3
+    )
 
 
 def _trained_on_losses(losses, previous=None):
