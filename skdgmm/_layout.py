@@ -20,6 +20,8 @@ import torch
 from sklearn.utils import check_array
 from sklearn.utils.validation import _get_feature_names, validate_data
 
+from ._namespace import dispatching
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -302,16 +304,21 @@ def as_array(X, name="X"):
     """``X`` where NumPy (and scikit-learn) can read it.
 
     A torch tensor (or another array-API array) on the CPU becomes a NumPy
-    array, whether or not scikit-learn's ``array_api_dispatch`` is on; one
-    on another device is refused. A list of arrays of different shapes gets
+    array, whether or not scikit-learn's ``array_api_dispatch`` is on; a
+    torch tensor on another device is copied to the CPU under dispatch
+    (what the estimator returns goes back to it), and refused otherwise.
+    A list of arrays of different shapes gets
     a ValueError that says that all images must share one shape.
     """
     if isinstance(X, torch.Tensor):
+        if X.device.type != "cpu" and dispatching():
+            X = X.cpu()
         if X.device.type != "cpu":
             raise TypeError(
                 f"{name} is a torch tensor on the device {str(X.device)!r}; "
-                f"pass it as a NumPy array ({name}.cpu().numpy()). The "
-                f"estimator moves its own work to its device."
+                f"pass it as a NumPy array ({name}.cpu().numpy()), or turn "
+                f"on scikit-learn's array_api_dispatch. The estimator moves "
+                f"its own work to its device."
             )
         try:
             return X.detach().resolve_conj().resolve_neg().numpy()

@@ -42,11 +42,22 @@ from ._layout import (
     set_input_attributes,
     validate_input,
 )
+from ._namespace import like, namespace_of, to_numpy
 from ._runtime import RUNTIMES, export_model, inference_network
 from .priors import check_labels, labelled_mixture
 
 # Pixels drawn for the input's scaling and the initial EM fit.
 _INITIAL_PIXELS = 100_000
+
+# The fitted Gaussians: NumPy arrays, or under scikit-learn's
+# array_api_dispatch in the namespace and on the device of X.
+_GAUSSIANS = (
+    "weights_",
+    "means_",
+    "covariances_",
+    "precisions_cholesky_",
+    "precisions_",
+)
 
 
 def _in_dtype(mixture, dtype):
@@ -144,8 +155,8 @@ def _gaussian_mixture(model):
         covariance_type=model.covariance_type,
         random_state=model.random_state,
     )
-    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
-        setattr(mixture, name, getattr(model, name))
+    for name in _GAUSSIANS:
+        setattr(mixture, name, to_numpy(getattr(model, name)))
     return mixture
 
 
@@ -641,6 +652,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         self : object
             The fitted mixture.
         """
+        in_namespace = namespace_of(X)
         warm = self.warm_start and hasattr(self, "network_")
         if warm:
             _check_warm_start(self)
@@ -677,6 +689,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         # The fitted model changes in this one step: a fit that fails or is
         # interrupted before it leaves the previous one exactly as it was.
         fitted = fitted_attributes(run, mixture, scaling, rescaling)
+        if in_namespace is not None:
+            fitted.update({name: in_namespace(fitted[name]) for name in _GAUSSIANS})
         set_input_attributes(self, attributes)
         vars(self).update(
             fitted,
@@ -756,7 +770,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         labels = pixels_last(labels, layout)
         if mask is not None:
             labels[~mask] = -1
-        return labels
+        return like(X, labels)
 
     def fit_predict(self, X, y=None, *, mask=None, labels=None):
         """Fit the model on X and label its pixels.
@@ -788,7 +802,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         -------
         resp : ndarray of shape ``labels.shape + (n_components,)``
         """
-        return self._responsibilities(X, mask)[2].astype(np.float64, copy=False)
+        resp = self._responsibilities(X, mask)[2]
+        return like(X, resp.astype(np.float64, copy=False))
 
     def score_samples(self, X, *, mask=None):
         """Log-likelihood of every pixel under the fitted mixture.
@@ -810,26 +825,34 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         log_likelihood : ndarray of float
             Same shape as the labels of :meth:`predict`.
         """
+        return like(X, self._score_samples(X, mask))
+
+    def _score_samples(self, X, mask):
+        """:meth:`score_samples` as a NumPy array."""
+        check_is_fitted(self)
+        weights, means, precisions_cholesky = (
+            to_numpy(getattr(self, name))
+            for name in ("weights_", "means_", "precisions_cholesky_")
+        )
         if self.spatially_variant:
             # the network's weights: adapted ones count the image twice
             X, mask, resp = self._responsibilities(X, mask, adapt=False)
             with np.errstate(divide="ignore"):
                 log_weights = np.log(resp, dtype=np.float64)
         else:
-            check_is_fitted(self)
             X, mask, _ = validate_input(self, X, mask, reset=False)
-            log_weights = np.log(self.weights_, dtype=np.float64)
+            log_weights = np.log(weights, dtype=np.float64)
         # computed in float64, returned in the dtype of X and the fit (as
         # GaussianMixture's)
         scores = pixel_log_likelihood(
             X,
             self._layout,
             log_weights,
-            (self.means_, self.precisions_cholesky_, self.covariance_type),
+            (means, precisions_cholesky, self.covariance_type),
             intensity_maps(
                 getattr(self, "_intensity_rescaling", None), X, mask, self._layout
             ),
-        ).astype(np.result_type(X.dtype, self.means_.dtype), copy=False)
+        ).astype(np.result_type(X.dtype, means.dtype), copy=False)
         if mask is not None:
             scores[~mask] = 0.0
         return scores
@@ -852,7 +875,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         -------
         log_likelihood : float
         """
-        scores = self.score_samples(X, mask=mask)
+        scores = self._score_samples(X, mask)
         if mask is not None:
             scores = scores[np.asarray(mask, bool)]
         if scores.size == 0:
@@ -866,7 +889,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         """``-2 log L + penalty(n_pixels) * n_parameters``."""
         X, mask, layout = validate_input(self, X, mask, reset=False)
         n = count_pixels(X.shape, mask, layout)
-        return -2 * self.score(X, mask=mask) * n + penalty(n) * self._n_parameters()
+        return float(
+            -2 * self.score(X, mask=mask) * n + penalty(n) * self._n_parameters()
+        )
 
     def _n_parameters(self):
         """Number of free parameters of the Gaussian mixture (as sklearn's)."""
@@ -917,7 +942,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
             Component labels.
         """
         check_is_fitted(self)
-        return _gaussian_mixture(self).sample(n_samples)
+        X, y = _gaussian_mixture(self).sample(n_samples)
+        return like(self.means_, X), like(self.means_, y)
 
     def to_onnx(self, path):
         """Write the fitted network's inference as an ONNX model, for

@@ -524,7 +524,9 @@ def test_non_finite_values_outside_the_mask_are_accepted(data, name):
         return
     estimator = ESTIMATORS[name](2, 2).fit(X, mask=mask)
     _check_outputs(estimator, X, mask)
-    for got, expected in zip(_outputs(estimator, X, mask), _outputs(reference, filled, mask)):
+    for got, expected in zip(
+        _outputs(estimator, X, mask), _outputs(reference, filled, mask)
+    ):
         assert_array_equal(got, expected)
     assert_array_equal(X, X_copy)  # the user's array is left alone
 
@@ -539,7 +541,9 @@ def test_non_finite_values_inside_the_mask_are_refused(images, name, value, matc
     X[np.nonzero(mask)[0][0], np.nonzero(mask)[1][0], np.nonzero(mask)[2][0]] = value
     with pytest.raises(ValueError, match=f"{match} inside the mask"):
         ESTIMATORS[name](2, 2).fit(X, mask=mask)
-    fitted = ESTIMATORS[name](2, 2).fit(np.nan_to_num(X, nan=0.0, posinf=0.0), mask=mask)
+    fitted = ESTIMATORS[name](2, 2).fit(
+        np.nan_to_num(X, nan=0.0, posinf=0.0), mask=mask
+    )
     method = "transform" if name == "features" else "predict"
     with pytest.raises(ValueError, match=f"{match} inside the mask"):
         getattr(fitted, method)(X, mask=mask)
@@ -548,7 +552,9 @@ def test_non_finite_values_inside_the_mask_are_refused(images, name, value, matc
 @pytest.mark.parametrize("name", sorted(ESTIMATORS))
 def test_images_of_different_sizes_get_a_message_that_says_what_to_do(images, name):
     X, _ = images
-    with pytest.raises(ValueError, match=r"must share one shape.*\(20, 17\), \(20, 10\)"):
+    with pytest.raises(
+        ValueError, match=r"must share one shape.*\(20, 17\), \(20, 10\)"
+    ):
         ESTIMATORS[name](2, 2).fit([X[0], X[1][:, :10]])
     with pytest.raises(ValueError, match="fit them one by one, or resize them"):
         ESTIMATORS[name](2, 2).fit([X[0], X[1][:, :10]])
@@ -572,7 +578,9 @@ def test_torch_tensors_on_the_cpu_are_read_as_arrays(
     images, monkeypatch, name, dispatch, tabular
 ):
     """They failed in input validation with a TypeError under
-    array_api_dispatch."""
+    array_api_dispatch. The baselines answer in NumPy (the deep mixture, a
+    drop-in GaussianMixture, answers in X's namespace under dispatch: see
+    below)."""
     X, labels = images
     mask = labels > 0
     if tabular:
@@ -584,9 +592,102 @@ def test_torch_tensors_on_the_cpu_are_read_as_arrays(
     with sklearn.config_context(array_api_dispatch=dispatch):
         estimator = TORCH_ESTIMATORS[name]().fit(tensor, mask=torch.as_tensor(mask))
         got = _outputs(estimator, tensor, torch.as_tensor(mask))
+    in_namespace = dispatch and name == "deep"
     for a, b in zip(got, expected):
-        assert isinstance(a, np.ndarray)
-        assert_array_equal(a, b)
+        assert isinstance(a, torch.Tensor if in_namespace else np.ndarray)
+        assert_array_equal(np.asarray(a), b)
+
+
+_GAUSSIANS = (
+    "weights_",
+    "means_",
+    "covariances_",
+    "precisions_",
+    "precisions_cholesky_",
+)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("tabular", [False, True])
+def test_under_dispatch_the_deep_mixture_answers_in_the_namespace_of_X(
+    images, monkeypatch, dtype, tabular
+):
+    """As GaussianMixture under array_api_dispatch: the fitted Gaussians and
+    the arrays returned for a torch tensor are torch tensors of its dtype on
+    its device, equal to those of the NumPy fit; scores are floats. (They
+    were NumPy arrays: 32 of scikit-learn's array-API tests of
+    GaussianMixture failed with the class replaced.)"""
+    X, labels = images
+    mask = labels > 0
+    if tabular:
+        X, mask = X.reshape(-1, 1), mask.reshape(-1)
+    X = X.astype(np.float32 if dtype == torch.float32 else np.float64)
+    make = TORCH_ESTIMATORS["deep"]
+    monkeypatch.setenv("SCIPY_ARRAY_API", "1")
+    expected = make().fit(X, mask=mask)
+    tensor = torch.as_tensor(X)
+    with sklearn.config_context(array_api_dispatch=True):
+        model = make().fit(tensor, mask=mask)
+        arrays = {name: getattr(model, name) for name in _GAUSSIANS}
+        arrays.update(
+            zip(
+                ["predict", "predict_proba", "score_samples"],
+                _outputs(model, tensor, mask),
+            )
+        )
+        arrays["sample"], arrays["sample labels"] = model.sample(5)
+        scores = [
+            getattr(model, name)(tensor, mask=mask) for name in ("score", "bic", "aic")
+        ]
+    for name, array in arrays.items():
+        assert isinstance(array, torch.Tensor), name
+        assert array.device == tensor.device, name
+    # probabilities are float64 whatever X, as GaussianMixture's
+    for name in (*_GAUSSIANS, "score_samples"):
+        assert arrays[name].dtype == dtype, name
+    for name in _GAUSSIANS:
+        assert_array_equal(arrays[name].numpy(), getattr(expected, name))
+    for name, array in zip(
+        ["predict", "predict_proba", "score_samples"], _outputs(expected, X, mask)
+    ):
+        assert_array_equal(arrays[name].numpy(), array)
+    assert all(type(score) is float for score in scores)
+    assert scores == [
+        expected.score(X, mask=mask),
+        expected.bic(X, mask=mask),
+        expected.aic(X, mask=mask),
+    ]
+
+
+def test_a_mixture_fitted_under_dispatch_answers_numpy_without_it(images, monkeypatch):
+    """Its torch Gaussians are read wherever the model reads them: scores,
+    samples, a warm start, a pickle."""
+    X, _ = images
+    monkeypatch.setenv("SCIPY_ARRAY_API", "1")
+    with sklearn.config_context(array_api_dispatch=True):
+        model = TORCH_ESTIMATORS["deep"]().fit(torch.as_tensor(X))
+    expected = TORCH_ESTIMATORS["deep"]().fit(X)
+    assert isinstance(model.means_, torch.Tensor)
+    assert model.score(X) == expected.score(X)
+    assert isinstance(model.score_samples(X), np.ndarray)
+    assert_array_equal(model.sample(4)[0], expected.sample(4)[0])
+    restored = pickle.loads(pickle.dumps(model))
+    assert_array_equal(restored.predict(X), expected.predict(X))
+    model.set_params(warm_start=True).fit(X)
+    assert isinstance(model.means_, np.ndarray)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_under_dispatch_cuda_tensors_are_answered_on_their_device(images, monkeypatch):
+    X, _ = images
+    monkeypatch.setenv("SCIPY_ARRAY_API", "1")
+    tensor = torch.as_tensor(X, device="cuda")
+    with sklearn.config_context(array_api_dispatch=True):
+        model = TORCH_ESTIMATORS["deep"]().fit(tensor)
+        labels = model.predict(tensor)
+    assert model.means_.device.type == labels.device.type == "cuda"
+    expected = TORCH_ESTIMATORS["deep"]().fit(X)
+    assert_array_equal(labels.cpu().numpy(), expected.predict(X))
 
 
 @pytest.mark.parametrize("dispatch", [False, True])
@@ -606,8 +707,8 @@ def test_torch_init_parameters_are_read_as_arrays(images, monkeypatch, dispatch)
         model = DeepGaussianMixture(2, **tensors, **params).fit(
             torch.as_tensor(X), mask=mask
         )
-    assert isinstance(model.means_, np.ndarray)
-    assert_array_equal(model.means_, expected.means_)
+    assert isinstance(model.means_, torch.Tensor if dispatch else np.ndarray)
+    assert_array_equal(np.asarray(model.means_), expected.means_)
     assert_array_equal(model.predict(X, mask=mask), expected.predict(X, mask=mask))
 
 
@@ -625,5 +726,7 @@ def test_k_means_initialization_under_array_api_dispatch_is_refused_as_sklearn_d
 
 def test_torch_tensors_on_another_device_are_refused(images):
     X, _ = images
-    with pytest.raises(TypeError, match=r"torch tensor on the device 'meta'.*cpu\(\)\.numpy\(\)"):
+    with pytest.raises(
+        TypeError, match=r"torch tensor on the device 'meta'.*cpu\(\)\.numpy\(\)"
+    ):
         DeepGaussianMixture(3, **FAST_MODEL).fit(torch.as_tensor(X, device="meta"))
