@@ -8,6 +8,7 @@ from ._gaussian import (
     estimate_gaussian_parameters,
     precisions_from_cholesky,
 )
+from ._data import map_pixels
 from ._layout import check_mask, layout_for, masked_pixels
 
 
@@ -135,14 +136,18 @@ def check_labels(labels, pixel_shape, n_components=None, mask=None):
     return labels
 
 
-def labelled_mixture(X, labels, layout, n_components, covariance_type, reg_covar):
+def labelled_mixture(
+    X, labels, layout, n_components, covariance_type, reg_covar, rescaling=None
+):
     """The M-step of validated ``labels`` on the pixels of X laid out as
     ``layout`` says: ``weights_init``, ``means_init`` and
-    ``precisions_init`` in X's units."""
+    ``precisions_init`` in X's units, or in those of the typical image where
+    each image is mapped by ``rescaling`` (its slopes and offsets)."""
     labelled = labels >= 0
-    pixels = torch.as_tensor(masked_pixels(X, labelled, layout), dtype=torch.float64)[
-        None
-    ]
+    pixels = masked_pixels(X, labelled, layout)
+    if rescaling is not None:
+        pixels = map_pixels(pixels, np.nonzero(labelled)[0], rescaling)
+    pixels = torch.as_tensor(pixels, dtype=torch.float64)[None]
     resp = torch.nn.functional.one_hot(
         torch.as_tensor(labels[labelled]), n_components
     ).double()[None]

@@ -1,11 +1,12 @@
 """Collections whose images differ in brightness and contrast:
-rescale_intensity."""
+rescale_intensity (by default "auto": where their ranges differ)."""
 
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from skdgmm import DeepGaussianMixture
+from skdgmm._data import RANGE_SPREAD, ranges_differ
 from skdgmm.datasets import make_segmentation_images
 from skdgmm.metrics import match_labels
 
@@ -76,8 +77,55 @@ def test_tabular_data_is_not_rescaled(rng):
     assert_array_equal(rescaled.predict_proba(X), plain.predict_proba(X))
 
 
+def _ranges(widths, centres):
+    """Intensity ranges (N, 2, 1) of the given widths and centres."""
+    widths, centres = np.asarray(widths, float), np.asarray(centres, float)
+    return np.stack([centres - widths / 2, centres + widths / 2], axis=1)[..., None]
+
+
+def test_ranges_differ_by_the_spread_of_their_widths_or_centres():
+    alike = _ranges([1.0, 1.05, 0.95, 1.1], [0.0, 0.02, -0.03, 0.01])
+    assert not ranges_differ(alike)
+    # interquartile range of the log widths: log 1.5 > 0.3 > log 1.3
+    assert ranges_differ(_ranges([1.0, 1.0, 1.5, 1.5], [0.0] * 4))
+    assert not ranges_differ(_ranges([1.0, 1.0, 1.3, 1.3], [0.0] * 4))
+    # of the centres, in typical widths
+    shift = 2 * RANGE_SPREAD
+    assert ranges_differ(_ranges([1.0] * 4, [0.0, 0.0, shift, shift]))
+    # an image without pixels (NaN), a flat one (width 0), a single image
+    assert not ranges_differ(np.concatenate([alike, np.full((1, 2, 1), np.nan)]))
+    assert not ranges_differ(_ranges([0.0, 1.0, 1.0, 1.0], [5.0, 0.0, 0.0, 0.0])[1:])
+    assert not ranges_differ(_ranges([0.1], [7.0]))
+    # any channel
+    assert ranges_differ(
+        np.concatenate([alike, _ranges([1.0, 1.0, 2.0, 2.0], [0.0] * 4)], -1)
+    )
+
+
+@pytest.mark.parametrize("study", [True, False])
+def test_auto_rescales_the_images_of_a_study_that_differ(images, study):
+    X = _study()[0] if study else images[0]
+    auto = DeepGaussianMixture(3, **FAST).fit(X)
+    chosen = DeepGaussianMixture(3, rescale_intensity=study, **FAST).fit(X)
+    assert (auto._intensity_rescaling is not None) is study
+    assert_array_equal(auto.predict_proba(X), chosen.predict_proba(X))
+
+
+def test_auto_leaves_the_images_alone_where_init_parameters_are_given():
+    """``*_init`` are in the input's units: "auto" does not reinterpret them."""
+    X, _ = _study()
+    means = np.array([[0.0], [1.0], [2.0]])
+    model = DeepGaussianMixture(3, means_init=means, **FAST).fit(X)
+    assert model._intensity_rescaling is None
+
+
 def test_warm_start_keeps_the_rescaling_it_was_fitted_with(images):
     X, _ = images
+    model = DeepGaussianMixture(3, warm_start=True, **FAST).fit(_study()[0])
+    # "auto" continues what it chose, on other images too
+    assert model._intensity_rescaling is not None
+    model.fit(X)
+    assert model._intensity_rescaling is not None
     model = DeepGaussianMixture(3, warm_start=True, **FAST).fit(X)
     with pytest.raises(ValueError, match="rescale_intensity is False"):
         model.set_params(rescale_intensity=True).fit(X)

@@ -6,6 +6,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from skdgmm import DeepGaussianMixture
 from skdgmm.datasets import make_segmentation_images
+from skdgmm._data import intensity_ranges
 from skdgmm.priors import init_from_labels
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
@@ -215,11 +216,30 @@ def test_bad_labels_are_refused_before_any_work(rng, monkeypatch):
     assert not hasattr(model, "network_")
 
 
-def test_labels_with_rescale_intensity_are_refused():
-    images, _, partial = _named([0, 1, 2])
-    model = DeepGaussianMixture(3, rescale_intensity=True, device="cpu")
-    with pytest.raises(ValueError, match="rescale_intensity"):
-        model.fit(images, labels=partial)
+def test_labels_start_the_mixture_in_the_rescaled_units():
+    """With rescale_intensity the initial mixture of labels= is the M-step
+    of the labelled pixels as the network sees them, each mapped as its
+    image (labels= was refused: the M-step was in the input's units)."""
+    images, _, partial = _named([2, 0, 1])
+    gains, offsets = np.array([2.0, 1.0, 0.5, 3.0]), np.array([1.0, 0.0, -0.5, 2.0])
+    X = images * gains[:, None, None] + offsets[:, None, None]
+    model = DeepGaussianMixture(
+        3, rescale_intensity=True, max_iter=0, random_state=0, device="cpu"
+    ).fit(X, labels=partial)
+    slope, offset = model._intensity_rescaling.maps(intensity_ranges(X[:, None], None))
+    mapped = X * slope[:, :, None] + offset[:, :, None]
+    assert_allclose(model.means_, init_from_labels(mapped, partial)["means_init"])
+
+
+def test_labels_name_the_classes_of_images_that_differ():
+    images, truth, partial = _named([2, 0, 1])
+    gains, offsets = np.array([2.0, 1.0, 0.5, 3.0]), np.array([1.0, 0.0, -0.5, 2.0])
+    X = images * gains[:, None, None] + offsets[:, None, None]
+    model = DeepGaussianMixture(3, random_state=0, device="cpu")
+    predicted = model.fit_predict(X, labels=partial)
+    # rescale_intensity="auto" rescaled them
+    assert model._intensity_rescaling is not None
+    assert (predicted[1:] == np.array([2, 0, 1])[truth[1:]]).mean() > 0.95
 
 
 def test_a_warm_start_with_labels_learns_them():
