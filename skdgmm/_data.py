@@ -8,6 +8,7 @@ conversion between them is a method of :class:`Scaling`.
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,12 +162,15 @@ def ranges_differ(ranges):
     in brightness or contrast by more than ``RANGE_SPREAD``."""
     low, high = ranges[:, 0], ranges[:, 1]
     width, centre = high - low, (low + high) / 2
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        # a channel flat in every image (or without pixels) has no spread
+        warnings.simplefilter("ignore", RuntimeWarning)
         log_width = np.log(width)
         typical = np.nanmedian(width, axis=0)
+        centres = np.where(typical > 0, centre / typical, np.nan)
         spreads = [
             np.nanpercentile(values, 75, axis=0) - np.nanpercentile(values, 25, axis=0)
-            for values in (np.where(width > 0, log_width, np.nan), centre / typical)
+            for values in (np.where(width > 0, log_width, np.nan), centres)
         ]
     return bool(np.any(np.nan_to_num(spreads) > RANGE_SPREAD))
 

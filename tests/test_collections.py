@@ -1,6 +1,8 @@
 """Collections whose images differ in brightness and contrast:
 rescale_intensity (by default "auto": where their ranges differ)."""
 
+import warnings
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
@@ -100,6 +102,16 @@ def test_ranges_differ_by_the_spread_of_their_widths_or_centres():
     assert ranges_differ(
         np.concatenate([alike, _ranges([1.0, 1.0, 2.0, 2.0], [0.0] * 4)], -1)
     )
+
+
+def test_a_channel_flat_in_every_image_is_not_a_difference(images):
+    """It gave "All-NaN slice" RuntimeWarnings at the default "auto"."""
+    X, _ = images
+    X = np.stack([X, np.zeros_like(X)], axis=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model = DeepGaussianMixture(2, **FAST).fit(X)
+    assert model._intensity_rescaling is None
 
 
 @pytest.mark.parametrize("study", [True, False])
