@@ -98,6 +98,10 @@ def _adaptation(model):
     )
 
 
+# The parameters that give the initial mixture in the input's units.
+_INITS = ("weights_init", "means_init", "precisions_init")
+
+
 def _rescaling(model, X, mask, layout, warm):
     """The intensity rescaling of a fit of ``model`` and the maps of the
     images of X: a warm start keeps the fitted one. "auto" leaves alone the
@@ -107,8 +111,7 @@ def _rescaling(model, X, mask, layout, warm):
         rescaling = getattr(model, "_intensity_rescaling", None)
         return rescaling, intensity_maps(rescaling, X, mask, layout)
     mode = model.rescale_intensity
-    inits = (model.weights_init, model.means_init, model.precisions_init)
-    if mode == "auto" and any(init is not None for init in inits):
+    if mode == "auto" and any(getattr(model, name) is not None for name in _INITS):
         mode = False
     return collection_rescaling(X, mask, layout, mode)
 
@@ -138,8 +141,7 @@ def _with_labels(model, X, mask, layout, labels, settings, maps):
     the labelled pixels (mapped by ``maps``, as the network sees them)."""
     shape = layout.pixel_shape(X.shape)
     labels = check_labels(labels, shape, settings.n_components, mask=mask)
-    inits = ("weights_init", "means_init", "precisions_init")
-    if all(getattr(settings, name) is None for name in inits):
+    if all(getattr(settings, name) is None for name in _INITS):
         init = labelled_mixture(
             X,
             labels,

@@ -145,8 +145,7 @@ def labelled_mixture(
     each image is mapped by ``rescaling`` (its slopes and offsets)."""
     labelled = labels >= 0
     pixels = masked_pixels(X, labelled, layout)
-    if rescaling is not None:
-        pixels = map_pixels(pixels, np.nonzero(labelled)[0], rescaling)
+    pixels = map_pixels(pixels, np.nonzero(labelled)[0], rescaling)
     pixels = torch.as_tensor(pixels, dtype=torch.float64)[None]
     resp = torch.nn.functional.one_hot(
         torch.as_tensor(labels[labelled]), n_components
