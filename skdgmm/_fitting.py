@@ -80,6 +80,10 @@ INIT_ITER = 20
 LABELLED_INIT_ITER = 4
 
 
+# The settings that give the initial mixture, in the input's units.
+INITS = ("weights_init", "means_init", "precisions_init")
+
+
 @dataclass(frozen=True)
 class Settings:
     """The hyper-parameters of :class:`skdgmm.DeepGaussianMixture` that
@@ -112,7 +116,7 @@ class Settings:
         are read as ``X`` is (a torch tensor on the CPU becomes a NumPy
         array, also under scikit-learn's ``array_api_dispatch``)."""
         settings = {f.name: params[f.name] for f in fields(cls)}
-        for name in ("weights_init", "means_init", "precisions_init"):
+        for name in INITS:
             if settings[name] is not None:
                 settings[name] = as_array(settings[name], name)
         return cls(**settings)

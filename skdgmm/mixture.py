@@ -26,6 +26,7 @@ from ._data import (
     training_sample,
 )
 from ._fitting import (
+    INITS,
     Run,
     Settings,
     fitted_attributes,
@@ -98,10 +99,6 @@ def _adaptation(model):
     )
 
 
-# The parameters that give the initial mixture in the input's units.
-_INITS = ("weights_init", "means_init", "precisions_init")
-
-
 def _rescaling(model, X, mask, layout, warm):
     """The intensity rescaling of a fit of ``model`` and the maps of the
     images of X: a warm start keeps the fitted one. "auto" leaves alone the
@@ -111,7 +108,7 @@ def _rescaling(model, X, mask, layout, warm):
         rescaling = getattr(model, "_intensity_rescaling", None)
         return rescaling, intensity_maps(rescaling, X, mask, layout)
     mode = model.rescale_intensity
-    if mode == "auto" and any(getattr(model, name) is not None for name in _INITS):
+    if mode == "auto" and any(getattr(model, name) is not None for name in INITS):
         mode = False
     return collection_rescaling(X, mask, layout, mode)
 
@@ -141,7 +138,7 @@ def _with_labels(model, X, mask, layout, labels, settings, maps):
     the labelled pixels (mapped by ``maps``, as the network sees them)."""
     shape = layout.pixel_shape(X.shape)
     labels = check_labels(labels, shape, settings.n_components, mask=mask)
-    if all(getattr(settings, name) is None for name in _INITS):
+    if all(getattr(settings, name) is None for name in INITS):
         init = labelled_mixture(
             X,
             labels,
