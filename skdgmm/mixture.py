@@ -450,7 +450,8 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         What runs the U-Net at inference on the CPU (``predict``,
         ``predict_proba``, ``score_samples``): ONNX Runtime, up to 1.6 times
         faster there (``pip install "skdgmm[onnx]"``; the network is
-        exported once per fitted model, in about 0.1 s), or torch. "auto"
+        exported once per fitted model, in about 0.1 s, and again where its
+        weights have changed), or torch. "auto"
         uses ONNX Runtime where it is installed; "onnxruntime" raises an
         ImportError where it is not. Both compute the same function (logits
         within about 1e-5 of each other); training, GPUs and tabular data

@@ -117,6 +117,24 @@ def test_a_refit_gets_the_new_network():
 
 
 @requires_onnxruntime
+@pytest.mark.parametrize("how", ["load_state_dict", "data"])
+def test_weights_changed_in_place_are_exported_again(how):
+    X = _images((32, 32))
+    model = DeepGaussianMixture(3, runtime="onnxruntime", **FAST).fit(X)
+    before = model.predict_proba(X)
+    other = DeepGaussianMixture(3, **FAST).set_params(random_state=4).fit(X)
+    if how == "load_state_dict":
+        model.network_.load_state_dict(other.network_.state_dict())
+    else:  # through .data, which no version counter records
+        for mine, theirs in zip(
+            model.network_.parameters(), other.network_.parameters()
+        ):
+            mine.data.copy_(theirs.data)
+    assert np.abs(model.predict_proba(X) - before).max() > 1e-2
+    _assert_same(model, X)
+
+
+@requires_onnxruntime
 def test_threads_get_the_sequential_result():
     X = _images((48, 48), n_images=2)
     model = DeepGaussianMixture(3, patch_pixels=256, **FAST).fit(X)
