@@ -165,7 +165,8 @@ def _gaussian_mixture(model):
 
 
 def _score_samples(model, X, mask):
-    """What ``model.score_samples(X, mask=mask)`` returns, as a NumPy array."""
+    """What ``model.score_samples(X, mask=mask)`` returns, as a NumPy array,
+    and the mask as NumPy reads it (None without one)."""
     check_is_fitted(model)
     weights, means, precisions_cholesky = (
         to_numpy(getattr(model, name))
@@ -192,7 +193,7 @@ def _score_samples(model, X, mask):
     ).astype(np.result_type(X.dtype, means.dtype), copy=False)
     if mask is not None:
         scores[~mask] = 0.0
-    return scores
+    return scores, mask
 
 
 def _check_deployable(model):
@@ -874,7 +875,7 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         log_likelihood : ndarray of float
             Same shape as the labels of :meth:`predict`.
         """
-        return like(X, _score_samples(self, X, mask))
+        return like(X, _score_samples(self, X, mask)[0])
 
     def score(self, X, y=None, *, mask=None):
         """Mean log-likelihood per pixel (inside the mask).
@@ -894,9 +895,9 @@ class DeepGaussianMixture(DensityMixin, BaseEstimator):
         -------
         log_likelihood : float
         """
-        scores = _score_samples(self, X, mask)
+        scores, mask = _score_samples(self, X, mask)
         if mask is not None:
-            scores = scores[np.asarray(mask, bool)]
+            scores = scores[mask]
         if scores.size == 0:
             raise ValueError(
                 "The mask selects no pixels: the mean log-likelihood needs at "

@@ -9,7 +9,7 @@ from ._gaussian import (
     precisions_from_cholesky,
 )
 from ._data import map_pixels
-from ._layout import check_mask, layout_for, masked_pixels
+from ._layout import as_array, check_mask, layout_for, masked_pixels
 
 
 def init_from_labels(
@@ -108,7 +108,8 @@ def check_labels(labels, pixel_shape, n_components=None, mask=None):
         If they are not shaped ``pixel_shape``, hold values below -1 or of
         ``n_components`` and above, or leave a class without pixels.
     """
-    labels = np.asarray(labels)
+    # as X is read: a torch tensor on a GPU too, under array_api_dispatch
+    labels = np.asarray(as_array(labels, "labels"))
     if not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(
             f"labels must be integers (-1 for unlabelled pixels); got dtype "

@@ -688,6 +688,15 @@ def test_under_dispatch_cuda_tensors_are_answered_on_their_device(images, monkey
     assert model.means_.device.type == labels.device.type == "cuda"
     expected = TORCH_ESTIMATORS["deep"]().fit(X)
     assert_array_equal(labels.cpu().numpy(), expected.predict(X))
+    # a mask and labels on the GPU are read as X is (np.asarray of them failed)
+    mask = torch.zeros(X.shape, dtype=torch.bool, device="cuda")
+    mask[:, ::2] = True
+    with sklearn.config_context(array_api_dispatch=True):
+        assert model.score(tensor, mask=mask) == expected.score(
+            X, mask=mask.cpu().numpy()
+        )
+        partial = torch.where(mask, labels, -1)
+        TORCH_ESTIMATORS["deep"]().fit(tensor, labels=partial)
 
 
 @pytest.mark.parametrize("dispatch", [False, True])
