@@ -3,12 +3,12 @@
 import numpy as np
 import torch
 
+from ._data import map_pixels
 from ._gaussian import (
     compute_precision_cholesky,
     estimate_gaussian_parameters,
     precisions_from_cholesky,
 )
-from ._data import map_pixels
 from ._layout import as_array, check_mask, layout_for, masked_pixels
 
 
