@@ -276,3 +276,31 @@ def test_a_training_batch_costs_its_largest_crop_not_the_union_of_its_crops(rng)
     # the box and a margin of 8 on each side, clipped at the image's edges
     assert max(max(s) for s in shapes) <= 10 + 2 * 8
     assert min(max(s) for s in shapes) <= 4 + 2 * 8
+
+
+def _has_fused_adamw(adamw):
+    try:
+        adamw([torch.zeros(1, requires_grad=True)], lr=0.1, fused=True)
+    except RuntimeError:
+        return False
+    return True
+
+
+def test_training_without_a_fused_optimizer_kernel(images, monkeypatch):
+    """Where torch has no fused AdamW for the parameters' device (the CPU
+    before torch 2.4), training takes the plain one, to the same labels."""
+    X, _ = images
+    fused = DeepGaussianMixture(3, **FAST).fit(X)
+    adamw = torch.optim.AdamW
+
+    def without_fused_kernel(params, lr, fused=None):
+        if fused:
+            raise RuntimeError("`fused=True` requires CUDA parameters")
+        return adamw(params, lr=lr)
+
+    monkeypatch.setattr(torch.optim, "AdamW", without_fused_kernel)
+    plain = DeepGaussianMixture(3, **FAST).fit(X)
+    groups = [m._history.optimizer_state["param_groups"][0] for m in (fused, plain)]
+    assert bool(groups[0]["fused"]) == _has_fused_adamw(adamw)
+    assert not groups[1]["fused"]
+    assert (plain.predict(X) == fused.predict(X)).mean() > 0.99
