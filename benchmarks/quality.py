@@ -18,6 +18,9 @@ deepG / deepSVG amortized
                        one network trained on the other half of the
                        patients, applied in one forward pass (2-fold,
                        patient-wise)
+deepG amortized, fine-tuned 10 steps
+                       the same network, copied and trained 10 more steps on
+                       each slice alone before labelling it
 deepG on the collection
                        one network fitted on all the slices, which it
                        labels (unsupervised: no labels are used)
@@ -52,6 +55,7 @@ Prints a markdown table and writes it with a JSON file next to ``--output``.
 """
 
 import argparse
+import copy
 import json
 import time
 import warnings
@@ -157,8 +161,10 @@ def patient_folds(benchmark):
     return first, ~first
 
 
-def amortized(spatially_variant):
-    """Train on half of the patients, label the other half in one pass."""
+def amortized(spatially_variant, fine_tune=0):
+    """Train on half of the patients, label the other half in one pass or,
+    with ``fine_tune``, each slice by a copy of the network trained that many
+    more steps on the slice alone (a warm start; the model does not change)."""
 
     def run(benchmark):
         labels = np.empty(benchmark.masks.shape, int)
@@ -167,9 +173,18 @@ def amortized(spatially_variant):
                 n_components=benchmark.n_components, spatially_variant=spatially_variant
             )
             _fitted(model.fit(benchmark.images[~test], mask=benchmark.masks[~test]))
-            labels[test] = model.predict(
-                benchmark.images[test], mask=benchmark.masks[test]
-            )
+            if not fine_tune:
+                labels[test] = model.predict(
+                    benchmark.images[test], mask=benchmark.masks[test]
+                )
+                continue
+            for i in np.flatnonzero(test):
+                X, mask = benchmark.images[i : i + 1], benchmark.masks[i : i + 1]
+                # torch: an ONNX Runtime session would be exported for one pass
+                tuned = copy.deepcopy(model).set_params(
+                    warm_start=True, max_iter=fine_tune, runtime="torch"
+                )
+                labels[i] = tuned.fit(X, mask=mask).predict(X, mask=mask)[0]
         return labels
 
     return run
@@ -199,6 +214,7 @@ METHODS = {
     "deepG": per_slice(deep(False)),
     "deepSVG": per_slice(deep(True)),
     "deepG amortized": amortized(False),
+    "deepG amortized, fine-tuned 10 steps": amortized(False, fine_tune=10),
     "deepSVG amortized": amortized(True),
     "deepG on the collection": collection(False),
 }

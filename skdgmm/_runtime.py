@@ -86,7 +86,8 @@ def _session(network, running):
         # sees every change, also those made through ``.data``, which a
         # tensor's version counter does not record
         if exported is None or not all(
-            torch.equal(exported[name], value) for name, value in state.items()
+            exported[name].device == value.device and torch.equal(exported[name], value)
+            for name, value in state.items()
         ):
             exported = {name: value.clone() for name, value in state.items()}
             sessions = {}

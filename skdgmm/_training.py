@@ -144,7 +144,13 @@ def optimize(
         if previous.optimizer_state is not None:
             # a copy: AdamW updates its state in place, and the fitted
             # model's must not change before the fit succeeds
-            optimizer.load_state_dict(copy.deepcopy(previous.optimizer_state))
+            state = copy.deepcopy(previous.optimizer_state)
+            for group in state["param_groups"]:
+                # loading replaces the groups: keep the kernel this torch has
+                # for this device, not the one of the fit that saved them
+                # (fused on a GPU or a newer torch, plain in older releases)
+                group["fused"] = optimizer.defaults["fused"]
+            optimizer.load_state_dict(state)
             history.steps = previous.steps
 
     def set_learning_rate():

@@ -278,12 +278,27 @@ def test_a_training_batch_costs_its_largest_crop_not_the_union_of_its_crops(rng)
     assert min(max(s) for s in shapes) <= 4 + 2 * 8
 
 
-def _has_fused_adamw(adamw):
+# torch's own AdamW, whatever a test patches
+_ADAMW = torch.optim.AdamW
+
+
+def _has_fused_adamw():
     try:
-        adamw([torch.zeros(1, requires_grad=True)], lr=0.1, fused=True)
+        _ADAMW([torch.zeros(1, requires_grad=True)], lr=0.1, fused=True)
     except RuntimeError:
         return False
     return True
+
+
+def _without_fused_kernel(params, lr, fused=None):
+    """AdamW as torch before 2.4 builds it for CPU parameters."""
+    if fused:
+        raise RuntimeError("`fused=True` requires CUDA parameters")
+    return _ADAMW(params, lr=lr)
+
+
+def _fused(model):
+    return model._history.optimizer_state["param_groups"][0]["fused"]
 
 
 def test_training_without_a_fused_optimizer_kernel(images, monkeypatch):
@@ -291,16 +306,25 @@ def test_training_without_a_fused_optimizer_kernel(images, monkeypatch):
     before torch 2.4), training takes the plain one, to the same labels."""
     X, _ = images
     fused = DeepGaussianMixture(3, **FAST).fit(X)
-    adamw = torch.optim.AdamW
-
-    def without_fused_kernel(params, lr, fused=None):
-        if fused:
-            raise RuntimeError("`fused=True` requires CUDA parameters")
-        return adamw(params, lr=lr)
-
-    monkeypatch.setattr(torch.optim, "AdamW", without_fused_kernel)
+    monkeypatch.setattr(torch.optim, "AdamW", _without_fused_kernel)
     plain = DeepGaussianMixture(3, **FAST).fit(X)
-    groups = [m._history.optimizer_state["param_groups"][0] for m in (fused, plain)]
-    assert bool(groups[0]["fused"]) == _has_fused_adamw(adamw)
-    assert not groups[1]["fused"]
+    assert bool(_fused(fused)) == _has_fused_adamw()
+    assert not _fused(plain)
     assert (plain.predict(X) == fused.predict(X)).mean() > 0.99
+
+
+def test_a_warm_start_takes_the_optimizer_kernel_of_this_torch(images, monkeypatch):
+    """Loading an optimizer state replaces its settings: a state saved by the
+    plain loop (an earlier release) or by the fused kernel (a GPU, a newer
+    torch) continues with the kernel this torch has here."""
+    X, _ = images
+    model = DeepGaussianMixture(3, warm_start=True, **FAST).fit(X)
+    for group in model._history.optimizer_state["param_groups"]:
+        group["fused"] = None
+    model.fit(X)
+    assert bool(_fused(model)) == _has_fused_adamw()
+    for group in model._history.optimizer_state["param_groups"]:
+        group["fused"] = True
+    monkeypatch.setattr(torch.optim, "AdamW", _without_fused_kernel)
+    model.fit(X)
+    assert not _fused(model)
