@@ -1,4 +1,7 @@
-"""Inference adapted to each new image (``adapt_iter``)."""
+"""Inference adapted to each new image (``adapt_iter``, or a copy of the
+network fine-tuned on it)."""
+
+import copy
 
 import numpy as np
 import pytest
@@ -121,3 +124,24 @@ def test_scores_and_tables_are_not_adapted(images, rng):
     tabular = DeepGaussianMixture(2, adapt_iter=5, **FAST).fit(table)
     assert_array_equal(tabular.predict(table[:3]), tabular.predict(table)[:3])
     assert_allclose(tabular.predict_proba(table[:3]), tabular.predict_proba(table)[:3])
+
+
+def test_a_copy_fine_tuned_on_one_new_image_leaves_the_model_as_it_was(images):
+    """The user guide's recipe: a warm start of a copy on one new image."""
+    X, _ = images
+    model = DeepGaussianMixture(3, **FAST).fit(X[:2])
+    weights = {k: v.clone() for k, v in model.network_.state_dict().items()}
+    means, labels = model.means_.copy(), model.predict(X[2:])
+    tuned = copy.deepcopy(model).set_params(
+        warm_start=True, max_iter=3, runtime="torch"
+    )
+    tuned_labels = tuned.fit(X[2:]).predict(X[2:])
+    assert tuned_labels.shape == X[2:].shape
+    assert tuned.n_iter_ <= 3 and len(tuned.loss_curve_) > len(model.loss_curve_)
+    changed = tuned.network_.state_dict()
+    assert not all(torch.equal(weights[k], changed[k]) for k in weights)
+    # the fitted model: its network, Gaussians and labels as they were
+    state = model.network_.state_dict()
+    assert all(torch.equal(weights[k], state[k]) for k in weights)
+    assert_array_equal(model.means_, means)
+    assert_array_equal(model.predict(X[2:]), labels)
