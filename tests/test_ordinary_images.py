@@ -92,12 +92,6 @@ def test_zero_padding_is_one_more_cluster(covariance_type, gaussians):
             device="cpu",
         ).fit(X)
     _check_flat_region(model, X, X == 0)
-    if (covariance_type, gaussians) == ("tied", "free"):
-        pytest.xfail(
-            "open (ordinary-images issue): one covariance shared with the flat "
-            "cluster, estimated freely, merges the tissue classes (score 0.5 "
-            "nats per pixel below EM's)"
-        )
     # the padding holds; on so small a tissue area the Potts energy can merge
     # the two tissue classes (below), and the parameters then say so
     _check_sound_fit(model, X, min_fraction=0.0)
