@@ -131,25 +131,30 @@ def test_flat_regions_keep_every_class_and_converge(fraction):
 
 
 @pytest.mark.parametrize(
-    "fraction",
+    "fraction, random_state",
     [
         # the initial EM finds no flat component in a region this small:
         # training empties one, and the retry keeps every class
-        0.05,
+        (0.05, 0),
+        (0.6, 1),
         pytest.param(
             0.6,
+            0,
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="open (ordinary-images issue): a flat region between the "
-                "two classes' intensities is merged with a class",
+                reason="the initial EM's k-means start ends in a local optimum "
+                "that merges the flat region with the bright class and splits "
+                "the dark one (as GaussianMixture does from 2 of 20 seeds on "
+                "these pixels); training cannot undo it",
             ),
         ),
     ],
 )
-def test_flat_region_between_the_classes(fraction):
+def test_flat_region_between_the_classes(fraction, random_state):
     X = _flat_region(fraction, 0.5)
-    model = DeepGaussianMixture(3, random_state=0, device="cpu").fit(X)
+    model = DeepGaussianMixture(3, random_state=random_state, device="cpu").fit(X)
     _check_flat_region(model, X, X == 0.5)
+    _check_sound_fit(model, X)
 
 
 def test_padded_real_scan():
