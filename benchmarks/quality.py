@@ -21,6 +21,7 @@ deepG / deepSVG amortized
 deepG amortized, fine-tuned 10 steps
                        the same network, copied and trained 10 more steps on
                        each slice alone before labelling it
+                       (adapt_iter=10, adapt_method="network")
 deepG on the collection
                        one network fitted on all the slices, which it
                        labels (unsupervised: no labels are used)
@@ -55,7 +56,6 @@ Prints a markdown table and writes it with a JSON file next to ``--output``.
 """
 
 import argparse
-import copy
 import json
 import time
 import warnings
@@ -164,7 +164,8 @@ def patient_folds(benchmark):
 def amortized(spatially_variant, fine_tune=0):
     """Train on half of the patients, label the other half in one pass or,
     with ``fine_tune``, each slice by a copy of the network trained that many
-    more steps on the slice alone (a warm start; the model does not change)."""
+    more steps on the slice alone (``adapt_method="network"``; the model
+    does not change)."""
 
     def run(benchmark):
         labels = np.empty(benchmark.masks.shape, int)
@@ -173,18 +174,10 @@ def amortized(spatially_variant, fine_tune=0):
                 n_components=benchmark.n_components, spatially_variant=spatially_variant
             )
             _fitted(model.fit(benchmark.images[~test], mask=benchmark.masks[~test]))
-            if not fine_tune:
-                labels[test] = model.predict(
-                    benchmark.images[test], mask=benchmark.masks[test]
-                )
-                continue
-            for i in np.flatnonzero(test):
-                X, mask = benchmark.images[i : i + 1], benchmark.masks[i : i + 1]
-                # torch: an ONNX Runtime session would be exported for one pass
-                tuned = copy.deepcopy(model).set_params(
-                    warm_start=True, max_iter=fine_tune, runtime="torch"
-                )
-                labels[i] = tuned.fit(X, mask=mask).predict(X, mask=mask)[0]
+            model.set_params(adapt_iter=fine_tune, adapt_method="network")
+            labels[test] = model.predict(
+                benchmark.images[test], mask=benchmark.masks[test]
+            )
         return labels
 
     return run

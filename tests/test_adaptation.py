@@ -1,5 +1,5 @@
-"""Inference adapted to each new image (``adapt_iter``, or a copy of the
-network fine-tuned on it)."""
+"""Inference adapted to each new image (``adapt_iter``): EM on its pixels,
+or a copy of the network fine-tuned on it."""
 
 import copy
 
@@ -18,7 +18,7 @@ from skdgmm import DeepGaussianMixture
 from skdgmm._adaptation import PRIOR_POWER, adapt_responsibilities
 from skdgmm._data import Batch
 
-from .conftest import FAST
+from .conftest import FAST, interrupt_step
 
 
 def _reference(resp, pixels, n_iter, reg_covar, covariance_type):
@@ -112,36 +112,86 @@ def test_an_unfitted_model_says_so(images):
         DeepGaussianMixture(3, adapt_iter=3).predict(X)
 
 
-def test_scores_and_tables_are_not_adapted(images, rng):
+@pytest.mark.parametrize("adapt_method", ["em", "network"])
+def test_scores_and_tables_are_not_adapted(images, rng, adapt_method):
     X, _ = images
-    model = DeepGaussianMixture(3, spatially_variant=True, **FAST).fit(X)
+    model = DeepGaussianMixture(
+        3, spatially_variant=True, adapt_method=adapt_method, **FAST
+    ).fit(X)
     score, samples = model.score(X), model.score_samples(X)
     model.set_params(adapt_iter=3)
     assert model.score(X) == score
     assert_array_equal(model.score_samples(X), samples)
     # a row's label never depends on the other rows of the call
     table = np.r_[rng.normal(0, 1, (60, 2)), rng.normal(4, 1, (60, 2))]
-    tabular = DeepGaussianMixture(2, adapt_iter=5, **FAST).fit(table)
+    tabular = DeepGaussianMixture(
+        2, adapt_iter=5, adapt_method=adapt_method, **FAST
+    ).fit(table)
     assert_array_equal(tabular.predict(table[:3]), tabular.predict(table)[:3])
     assert_allclose(tabular.predict_proba(table[:3]), tabular.predict_proba(table)[:3])
 
 
-def test_a_copy_fine_tuned_on_one_new_image_leaves_the_model_as_it_was(images):
-    """The user guide's recipe: a warm start of a copy on one new image."""
+def _fine_tuned_copy(model, X, mask, n_iter):
+    """The labels of X by a copy of ``model`` warm-started on X alone."""
+    tuned = copy.deepcopy(model).set_params(
+        warm_start=True, max_iter=n_iter, adapt_iter=0
+    )
+    return tuned.fit(X, mask=mask).predict(X, mask=mask), tuned
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_network_adaptation_labels_each_image_by_its_fine_tuned_copy(images, masked):
+    """``adapt_method="network"`` is the user guide's warm start of a copy
+    on each image alone, and leaves the fitted model as it was."""
     X, _ = images
+    mask = np.ones(X.shape, bool) if masked else None
+    if masked:
+        mask[:, :3] = False
     model = DeepGaussianMixture(3, **FAST).fit(X[:2])
     weights = {k: v.clone() for k, v in model.network_.state_dict().items()}
-    means, labels = model.means_.copy(), model.predict(X[2:])
-    tuned = copy.deepcopy(model).set_params(
-        warm_start=True, max_iter=3, runtime="torch"
+    means, plain = model.means_.copy(), model.predict(X, mask=mask)
+    model.set_params(adapt_iter=3, adapt_method="network")
+    labels = model.predict(X, mask=mask)
+    resp = model.predict_proba(X, mask=mask)
+    for i in range(len(X)):
+        image = slice(i, i + 1)
+        expected, tuned = _fine_tuned_copy(
+            model, X[image], None if mask is None else mask[image], 3
+        )
+        assert_array_equal(labels[image], expected)
+        changed = tuned.network_.state_dict()
+        assert not all(torch.equal(weights[k], changed[k]) for k in weights)
+    # an image's labels do not depend on the other images of the call
+    assert_array_equal(
+        model.predict(X[2:], mask=None if mask is None else mask[2:]), labels[2:]
     )
-    tuned_labels = tuned.fit(X[2:]).predict(X[2:])
-    assert tuned_labels.shape == X[2:].shape
-    assert tuned.n_iter_ <= 3 and len(tuned.loss_curve_) > len(model.loss_curve_)
-    changed = tuned.network_.state_dict()
-    assert not all(torch.equal(weights[k], changed[k]) for k in weights)
-    # the fitted model: its network, Gaussians and labels as they were
+    inside = slice(None) if mask is None else mask
+    assert_array_equal(resp.argmax(-1)[inside], labels[inside])
+    assert_allclose(resp.sum(-1)[inside], 1.0, rtol=1e-5)
+    # the fitted model: its network, Gaussians and plain labels as they were
     state = model.network_.state_dict()
     assert all(torch.equal(weights[k], state[k]) for k in weights)
     assert_array_equal(model.means_, means)
-    assert_array_equal(model.predict(X[2:]), labels)
+    assert_array_equal(model.set_params(adapt_iter=0).predict(X, mask=mask), plain)
+
+
+def test_an_interrupted_network_adaptation_stops_the_labelling(images, monkeypatch):
+    X, _ = images
+    model = DeepGaussianMixture(3, **FAST).fit(X[:2])
+    model.set_params(adapt_iter=3, adapt_method="network")
+    interrupt_step(monkeypatch, at=2)
+    with pytest.raises(KeyboardInterrupt):
+        model.predict(X)
+
+
+def test_the_user_guide_recipe_fine_tunes_a_copy(images):
+    """A warm start of a copy on one new image trains it, and leaves the
+    model as it was."""
+    X, _ = images
+    model = DeepGaussianMixture(3, **FAST).fit(X[:2])
+    weights = {k: v.clone() for k, v in model.network_.state_dict().items()}
+    labels, tuned = _fine_tuned_copy(model, X[2:], None, 3)
+    assert labels.shape == X[2:].shape
+    assert tuned.n_iter_ <= 3 and len(tuned.loss_curve_) > len(model.loss_curve_)
+    state = model.network_.state_dict()
+    assert all(torch.equal(weights[k], state[k]) for k in weights)
