@@ -645,7 +645,7 @@ def fitted_mixture(run, batches, n_pixels, scaling, settings, device):
             torch.as_tensor(p, dtype=torch.float64)[None] for p in run.initial
         )
     else:
-        nk, means, covariances = _m_step(pixels, resp, scaling, settings)
+        nk, means, covariances = _m_step(pixels, resp, scaling, settings, run.initial)
     precisions_chol = compute_precision_cholesky(covariances, covariance_type)
     precisions = precisions_from_cholesky(precisions_chol, covariance_type)
     weights = nk / nk.sum()
@@ -664,20 +664,33 @@ def fitted_mixture(run, batches, n_pixels, scaling, settings, device):
     )
 
 
-def _m_step(pixels, resp, scaling, settings):
+def _m_step(pixels, resp, scaling, settings, initial):
     """The M-step of the network's responsibilities ``resp`` of ``pixels``
-    (likelihood units, with a leading axis of length 1): ``nk, means,
-    covariances``."""
+    (likelihood units, with a leading axis of length 1), cleaned by one
+    E-step: ``nk, means, covariances``. ``initial`` are the run's initial
+    Gaussians."""
     covariance_type = settings.covariance_type
     reg_covar = scaling.variance(settings.reg_covar)
     _, means, covariances = estimate_gaussian_parameters(
         pixels, resp, reg_covar, covariance_type
     )
     # The softmax leaks a little responsibility onto components that
-    # cannot explain a pixel, and a flat region's Gaussian (variance near
-    # reg_covar) widens by orders of magnitude with it. One E-step with
-    # the network's responsibilities as pixel-wise prior removes the leak
-    # and leaves confident responsibilities as they are.
+    # cannot explain a pixel, and the network's spatial prior gives a flat
+    # region's label to a few pixels around it (the ramp at the edge of a
+    # scan's field of view): a flat region's Gaussian (variance near
+    # reg_covar) widens by orders of magnitude with either. One E-step with
+    # the network's responsibilities as pixel-wise prior, a flat region's
+    # pixels weighed by the initial EM's Gaussian of it, removes both and
+    # leaves confident responsibilities as they are. With the widened
+    # Gaussian instead, 223 pixels of the ramp (0.3 %) of an unmasked EMIDEC
+    # slice (256², 16 % zero padding) stayed in the padding's Gaussian, 0.51
+    # nats per pixel below GaussianMixture's likelihood.
+    if covariance_type != "tied":
+        initial = tuple(torch.as_tensor(p, dtype=torch.float64)[None] for p in initial)
+        flat = flat_components(initial, covariance_type)
+        means = torch.where(flat.unsqueeze(-1), initial[1], means)
+        flat = flat.reshape(flat.shape + (1,) * (covariances.ndim - flat.ndim))
+        covariances = torch.where(flat, initial[2], covariances)
     posterior = mixture_posterior(
         pixels,
         resp.log(),

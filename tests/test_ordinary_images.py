@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose
+from scipy import ndimage
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV
@@ -155,6 +156,23 @@ def test_flat_region_between_the_classes(fraction, random_state):
     model = DeepGaussianMixture(3, random_state=random_state, device="cpu").fit(X)
     _check_flat_region(model, X, X == 0.5)
     _check_sound_fit(model, X)
+
+
+@pytest.mark.parametrize("random_state", [0, 1])
+def test_a_ramp_between_the_padding_and_the_tissue(random_state):
+    """A scan's field of view ends in a ramp of a pixel or so, just above
+    the padding's value, which the network's spatial prior labels as the
+    padding: the padding's Gaussian stays flat, as EM's, and the score
+    close to EM's (1.2-1.5 nats per pixel below it when the ramp widened
+    that Gaussian)."""
+    X = _padded_images(size=48, pad=12, random_state=random_state)
+    ring = ndimage.binary_dilation(X[0] != 0) & (X[0] == 0)
+    X[0][ring] = np.random.RandomState(random_state).uniform(0.01, 0.15, ring.sum())
+    model = _fit(X, 3)
+    _check_sound_fit(model, X)
+    flat = np.argmin(model.covariances_.ravel())
+    assert model.covariances_.ravel()[flat] < 1e-5
+    assert np.abs(model.means_[flat]) < 1e-3
 
 
 def test_padded_real_scan():
