@@ -139,15 +139,23 @@ def _fine_tuned_copy(model, X, mask, n_iter):
     return tuned.fit(X, mask=mask).predict(X, mask=mask), tuned
 
 
-@pytest.mark.parametrize("masked", [False, True])
-def test_network_adaptation_labels_each_image_by_its_fine_tuned_copy(images, masked):
+@pytest.mark.parametrize(
+    "masked, rescaled", [(False, False), (True, False), (True, True)]
+)
+def test_network_adaptation_labels_each_image_by_its_fine_tuned_copy(
+    images, masked, rescaled
+):
     """``adapt_method="network"`` is the user guide's warm start of a copy
-    on each image alone, and leaves the fitted model as it was."""
+    on each image alone (each mapped by its own intensity rescaling, where
+    the model rescales), and leaves the fitted model as it was."""
     X, _ = images
     mask = np.ones(X.shape, bool) if masked else None
     if masked:
         mask[:, :3] = False
-    model = DeepGaussianMixture(3, **FAST).fit(X[:2])
+    if rescaled:
+        X = X * np.array([1.0, 3.0, 0.5])[:, None, None] + [[[0.0]], [[2.0]], [[-1.0]]]
+    model = DeepGaussianMixture(3, rescale_intensity=rescaled, **FAST).fit(X[:2])
+    assert (model._intensity_rescaling is not None) == rescaled
     weights = {k: v.clone() for k, v in model.network_.state_dict().items()}
     means, plain = model.means_.copy(), model.predict(X, mask=mask)
     model.set_params(adapt_iter=3, adapt_method="network")
