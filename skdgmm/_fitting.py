@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ._data import batch_labels
 from ._gaussian import (
+    component_variances,
     compute_precision_cholesky,
     estimate_gaussian_parameters,
     mixture_log_likelihood,
@@ -276,6 +277,8 @@ def _no_worse_than_start(warm, best, problem, n_pixels, device):
     history = warm.history.continued(
         History(
             converged=True,
+            # an interruption still ends what called the training
+            interrupted=best[0].history.interrupted,
             optimizer_state=warm.history.optimizer_state,
             steps=warm.history.steps,
         )
@@ -687,10 +690,10 @@ def _m_step(pixels, resp, scaling, settings, initial):
     # nats per pixel below GaussianMixture's likelihood.
     if covariance_type != "tied":
         initial = tuple(torch.as_tensor(p, dtype=torch.float64)[None] for p in initial)
-        flat = flat_components(initial, covariance_type)
-        means = torch.where(flat.unsqueeze(-1), initial[1], means)
-        flat = flat.reshape(flat.shape + (1,) * (covariances.ndim - flat.ndim))
-        covariances = torch.where(flat, initial[2], covariances)
+        held = _held_flat_components(pixels, resp, initial, covariance_type)
+        means = torch.where(held.unsqueeze(-1), initial[1], means)
+        held = held.reshape(held.shape + (1,) * (covariances.ndim - held.ndim))
+        covariances = torch.where(held, initial[2], covariances)
     posterior = mixture_posterior(
         pixels,
         resp.log(),
@@ -699,6 +702,22 @@ def _m_step(pixels, resp, scaling, settings, initial):
         covariance_type,
     )
     return estimate_gaussian_parameters(pixels, posterior, reg_covar, covariance_type)
+
+
+def _held_flat_components(pixels, resp, initial, covariance_type):
+    """Which components of the ``initial`` EM fit are flat regions that
+    the responsibilities ``resp`` of ``pixels`` still give them: most of
+    each one's responsibility on pixels within 3 of its standard deviations
+    per feature. A warm start on other images, where the flat region has
+    another value, holds none. Shape ``(1, K)``."""
+    flat = flat_components(initial, covariance_type)[0]
+    held = torch.zeros_like(resp[0, 0], dtype=torch.bool)
+    variances = component_variances(initial[2], covariance_type)
+    for k in flat.nonzero().flatten().tolist():
+        distance = (pixels[0] - initial[1][0, k]) ** 2 / variances[0, k]
+        near = (distance <= 9.0).all(-1).to(resp.dtype)
+        held[k] = (resp[0, :, k] * near).sum() >= 0.5 * resp[0, :, k].sum()
+    return held[None]
 
 
 def fitted_attributes(run, mixture, scaling, rescaling):

@@ -119,7 +119,9 @@ def _fine_tuned(model, X, mask, layout, device, maps):
     """For each image of X (mapped by ``maps``): its batches, and a copy of
     ``model``'s network trained ``adapt_iter`` more iterations on it as a
     warm start trains (the fitted network, where that lowered the image's
-    likelihood). The model is unchanged."""
+    likelihood; where the image has no pixel in the mask, the fitted
+    network). The model is unchanged."""
+    _check_warm_start(model, by="adapt_method='network'")
     settings = Settings.from_params(
         {**model.get_params(), "max_iter": model.adapt_iter, "verbose": 0}
     )
@@ -129,15 +131,20 @@ def _fine_tuned(model, X, mask, layout, device, maps):
         X_i, mask_i = X[image], None if mask is None else mask[image]
         maps_i = None if maps is None else tuple(m[image] for m in maps)
         batches = _batches(model, X_i, mask_i, layout, model._scaling, device, maps_i)
-        # an image's labels do not depend on the other images of the call
-        random_state = check_random_state(model.random_state)
+        n_pixels = count_pixels(X_i.shape, mask_i, layout)
+        if not n_pixels:
+            yield batches, _on_device(model.network_, device, batches.dtype)
+            continue
+        # an image's labels do not depend on the other images of the call,
+        # nor on the calls before (a RandomState of the model stays as it is)
+        random_state = check_random_state(copy.deepcopy(model.random_state))
         pixels = training_sample(
             X_i, mask_i, layout, _INITIAL_PIXELS, random_state, maps_i
         )
         run, _ = train(
             batches,
             pixels,
-            count_pixels(X_i.shape, mask_i, layout),
+            n_pixels,
             layout,
             model._scaling,
             settings,
@@ -263,8 +270,9 @@ def _check_deployable(model):
         )
 
 
-def _check_warm_start(model):
-    """A ValueError if ``model``'s parameters changed what a warm start continues."""
+def _check_warm_start(model, by="warm_start"):
+    """A ValueError if ``model``'s parameters changed what a warm start (or
+    what ``by`` names: another training that continues the fit) continues."""
     rescaled = getattr(model, "_intensity_rescaling", None) is not None
     for name, now, fitted in [
         ("n_components", model.n_components, len(model.weights_)),
@@ -279,10 +287,14 @@ def _check_warm_start(model):
         ),
     ]:
         if now != fitted:
+            remedy = (
+                "Set warm_start=False to fit a new model."
+                if by == "warm_start"
+                else f"Set {name} back to {fitted!r}, or adapt_method='em'."
+            )
             raise ValueError(
-                f"warm_start continues the fitted model, whose {name} is "
-                f"{fitted!r}; {name} is now {now!r}. Set "
-                f"warm_start=False to fit a new model."
+                f"{by} continues the fitted model, whose {name} is "
+                f"{fitted!r}; {name} is now {now!r}. {remedy}"
             )
 
 

@@ -2,6 +2,7 @@
 or a copy of the network fine-tuned on it."""
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from sklearn.mixture._gaussian_mixture import (
     _estimate_log_gaussian_prob,
 )
 
+import skdgmm._fitting
 from skdgmm import DeepGaussianMixture
 from skdgmm._adaptation import PRIOR_POWER, adapt_responsibilities
 from skdgmm._data import Batch
@@ -190,6 +192,65 @@ def test_an_interrupted_network_adaptation_stops_the_labelling(images, monkeypat
     interrupt_step(monkeypatch, at=2)
     with pytest.raises(KeyboardInterrupt):
         model.predict(X)
+
+
+def test_network_adaptation_leaves_a_random_state_of_the_model_alone(images):
+    """Fine-tuning draws patches from the model's random_state: a copy of
+    it, so that predict neither moves it nor depends on earlier calls."""
+    X, _ = images
+    model = DeepGaussianMixture(
+        3, patch_pixels=64, **{**FAST, "random_state": np.random.RandomState(0)}
+    ).fit(X[:2])
+    model.set_params(adapt_iter=3, adapt_method="network")
+    state = model.random_state.get_state()[1].copy()
+    labels = model.predict(X)
+    assert_array_equal(model.random_state.get_state()[1], state)
+    assert_array_equal(model.predict(X), labels)
+    assert_array_equal(model.predict(X[2:]), labels[2:])
+
+
+def test_network_adaptation_of_an_image_without_mask_pixels(images):
+    X, _ = images
+    mask = np.ones(X.shape, bool)
+    mask[1] = False
+    model = DeepGaussianMixture(3, adapt_iter=3, adapt_method="network", **FAST)
+    model.fit(X[:1])
+    labels = model.predict(X, mask=mask)
+    assert (labels[1] == -1).all()
+    assert_array_equal(labels[[0, 2]], model.predict(X[[0, 2]]))
+    assert_allclose(model.predict_proba(X, mask=mask)[1], 0.0)
+
+
+def test_network_adaptation_stops_on_ctrl_c_where_the_fit_is_kept(images, monkeypatch):
+    """An interrupted fine-tuning whose copy is refused (its likelihood
+    below the fitted network's) still stops the labelling."""
+    X, _ = images
+    model = DeepGaussianMixture(3, adapt_iter=3, adapt_method="network", **FAST)
+    model.fit(X[:2])
+    fitted_mixture, calls = skdgmm._fitting.fitted_mixture, []
+
+    def start_is_better(*args):
+        # the second call of a warm start weighs the model it continued
+        calls.append(1)
+        mixture = fitted_mixture(*args)
+        if len(calls) % 2 == 0:
+            mixture = dataclasses.replace(mixture, log_likelihood=np.inf)
+        return mixture
+
+    monkeypatch.setattr(skdgmm._fitting, "fitted_mixture", start_is_better)
+    model.predict(X[2:])  # refused copies: the fitted network labels
+    interrupt_step(monkeypatch, at=2)
+    with pytest.raises(KeyboardInterrupt):
+        model.predict(X[2:])
+
+
+def test_network_adaptation_needs_the_fitted_settings(images):
+    X, _ = images
+    model = DeepGaussianMixture(3, **FAST).fit(X[:2])
+    model.set_params(adapt_iter=3, adapt_method="network", covariance_type="diag")
+    with pytest.raises(ValueError, match="covariance_type is now 'diag'"):
+        model.predict(X)
+    assert model.set_params(adapt_method="em").predict(X).shape == X.shape
 
 
 def test_the_user_guide_recipe_fine_tunes_a_copy(images):

@@ -175,6 +175,24 @@ def test_a_ramp_between_the_padding_and_the_tissue(random_state):
     assert np.abs(model.means_[flat]) < 1e-3
 
 
+def test_a_warm_start_where_the_padding_has_another_value():
+    """The initial EM's Gaussian of a flat region cleans the fitted
+    Gaussians only where the region is still there: a warm start on images
+    padded with another value keeps the padding's component (it emptied
+    when the old padding value held it)."""
+    X, _ = make_segmentation_images(4, (48, 48), noise=0.1, random_state=1)
+    X = X + 1.0
+    X[:, :10] = X[:, -10:] = 0.0
+    params = dict(network_width=8, network_depth=2, device="cpu", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = DeepGaussianMixture(4, max_iter=20, **params).fit(X)
+        X[X == 0.0] = 0.2
+        model.set_params(warm_start=True, max_iter=5).fit(X)
+    _check_sound_fit(model, X)
+    _check_flat_region(model, X, X == 0.2)
+
+
 def test_padded_real_scan():
     """A skull-stripped MNI152 slice without its mask: a large zero background
     around CSF, grey and white matter."""
